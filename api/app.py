@@ -1,0 +1,55 @@
+"""The FastAPI app factory. The API never imports torch or worker/."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from celery import Celery
+from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
+
+from api.enqueue import Enqueuer
+from api.errors import validation_handler
+from api.reconciler import Reconciler
+from api.routes import health, jobs, workers
+from broker_config.settings import get_broker_settings
+from models import make_engine, make_session_factory
+from zfarm.settings import FarmSettings, get_settings
+from zfarm.storage import LocalStorage
+
+
+def create_app(
+    settings: FarmSettings | None = None, celery: Celery | None = None, reconcile_every: float = 10.0
+) -> FastAPI:
+    settings = settings or get_settings()
+    if celery is None:
+        from broker_config.celery_app import app as celery
+    engine = make_engine(settings.resolved_database_url)
+    sessions = make_session_factory(engine)
+    enqueuer = Enqueuer(celery, sessions, get_broker_settings().queue)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        reconciler = Reconciler(sessions, enqueuer, every=reconcile_every)
+        reconciler.start()
+        yield
+        reconciler.stopped.set()
+        engine.dispose()
+
+    app = FastAPI(
+        title="zfarm",
+        version="0.1.0",
+        description="A render farm for Z-Image-Turbo: submit jobs, follow them, fetch images and records.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.sessions = sessions
+    app.state.storage = LocalStorage(settings.storage_dir)
+    app.state.enqueuer = enqueuer
+    app.state.celery = celery
+    app.add_exception_handler(RequestValidationError, validation_handler)
+    app.include_router(health.router)
+    app.include_router(jobs.router)
+    app.include_router(workers.router)
+    return app

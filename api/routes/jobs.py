@@ -1,0 +1,151 @@
+from __future__ import annotations
+
+import secrets
+
+from fastapi import APIRouter, HTTPException, Request, Response, status
+from fastapi.responses import FileResponse, StreamingResponse
+from sqlalchemy import select
+
+from api.deps import EnqueuerDep, SessionDep, StorageDep
+from api.schemas import MAX_SEED, ImageOut, JobCreate, JobList, JobOut
+from models import Job, JobStatus
+from models.base import utcnow
+from models.jobs import FINAL_STATUSES
+
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+MEDIA_TYPES = {"png": "image/png", "webp": "image/webp", "jpeg": "image/jpeg"}
+TEST_MODEL = "tiny"
+
+
+def job_out(job: Job, request: Request) -> JobOut:
+    queued = (job.started_at - job.created_at).total_seconds() if job.started_at else None
+    return JobOut(
+        id=job.id,
+        status=job.status,
+        parameters={
+            "prompt": job.prompt,
+            "negative_prompt": job.negative_prompt,
+            "width": job.width,
+            "height": job.height,
+            "steps": job.steps,
+            "guidance_scale": job.guidance_scale,
+            "seed": job.seed,
+            "num_images": job.num_images,
+            "output_format": job.output_format,
+            "quality": job.quality,
+        },
+        seeds=[job.image_seed(i) for i in range(job.num_images)],
+        created_at=job.created_at,
+        started_at=job.started_at,
+        finished_at=job.finished_at,
+        queued_seconds=queued,
+        gpu_seconds=job.gpu_seconds,
+        attempts=job.attempts,
+        error=job.error,
+        cancel_requested=job.cancel_requested,
+        worker_name=job.worker_name,
+        device_name=job.device_name,
+        memory_policy=job.memory_policy,
+        model_id=job.model_id,
+        model_revision=job.model_revision,
+        versions=job.versions,
+        test_model_noise=job.model_id == TEST_MODEL,
+        images=[
+            ImageOut(
+                index=im.index,
+                seed=im.seed,
+                width=im.width,
+                height=im.height,
+                format=im.format,
+                sha256=im.sha256,
+                bytes=im.bytes,
+                url=str(request.url_for("get_job_image", job_id=job.id, index=im.index)),
+            )
+            for im in job.images
+        ],
+    )
+
+
+def _get_job(session: SessionDep, job_id: str) -> Job:
+    job = session.get(Job, job_id)
+    if job is None:
+        raise HTTPException(status_code=404, detail=f"job {job_id!r} not found")
+    return job
+
+
+@router.post("", status_code=status.HTTP_202_ACCEPTED, response_model=JobOut)
+def create_job(
+    body: JobCreate, session: SessionDep, enqueuer: EnqueuerDep, request: Request, response: Response
+) -> JobOut:
+    # 1. Commit the row first: a 202 means the job exists even if Redis is down right now.
+    job = Job(
+        prompt=body.prompt,
+        negative_prompt=body.negative_prompt,
+        width=body.width,
+        height=body.height,
+        steps=body.steps,
+        guidance_scale=body.guidance_scale,
+        seed=body.seed if body.seed is not None else secrets.randbelow(MAX_SEED + 1),
+        num_images=body.num_images,
+        output_format=body.output_format,
+        quality=body.quality,
+        status=JobStatus.QUEUED,
+        attempts=0,
+        cancel_requested=False,
+        created_at=utcnow(),
+    )
+    session.add(job)
+    session.commit()
+    # 2. Then send its id; the reconciler re-sends if this did not reach Redis.
+    enqueuer.send([job.id])
+    session.refresh(job)
+    response.headers["Location"] = str(request.url_for("get_job", job_id=job.id))
+    return job_out(job, request)
+
+
+@router.get("", response_model=JobList)
+def list_jobs(session: SessionDep, request: Request, status: JobStatus | None = None, limit: int = 50) -> JobList:
+    if not 1 <= limit <= 500:
+        raise HTTPException(422, detail=f"limit: must be between 1 and 500 (got {limit})")
+    query = select(Job).order_by(Job.created_at.desc()).limit(limit)
+    if status is not None:
+        query = query.where(Job.status == status)
+    return JobList(jobs=[job_out(j, request) for j in session.scalars(query)])
+
+
+@router.get("/{job_id}", response_model=JobOut, name="get_job")
+def get_job(job_id: str, session: SessionDep, request: Request) -> JobOut:
+    return job_out(_get_job(session, job_id), request)
+
+
+@router.delete("/{job_id}", response_model=JobOut)
+def cancel_job(job_id: str, session: SessionDep, request: Request) -> JobOut:
+    job = _get_job(session, job_id)
+    if job.status in FINAL_STATUSES:
+        raise HTTPException(409, detail=f"job {job_id} is already {job.status}; only queued or running jobs cancel")
+    job.cancel_requested = True
+    if job.status == JobStatus.QUEUED:
+        # Never runs: the worker sees a final status and skips the message.
+        job.status, job.finished_at, job.error = JobStatus.CANCELED, utcnow(), "canceled before it ran"
+    session.commit()
+    return job_out(job, request)
+
+
+@router.get(
+    "/{job_id}/images/{index}",
+    name="get_job_image",
+    response_class=Response,
+    responses={200: {"content": {m: {} for m in MEDIA_TYPES.values()}}},
+)
+def get_job_image(job_id: str, index: int, session: SessionDep, storage: StorageDep) -> Response:
+    job = _get_job(session, job_id)
+    image = next((im for im in job.images if im.index == index), None)
+    if image is None:
+        raise HTTPException(
+            404, detail=f"job {job_id} has no image {index} (status {job.status}, {len(job.images)} image(s))"
+        )
+    path = storage.path(image.storage_key)
+    headers = {"ETag": f'"{image.sha256}"', "X-Image-Seed": str(image.seed)}
+    if path is not None:
+        return FileResponse(path, media_type=MEDIA_TYPES[image.format], headers=headers)
+    return StreamingResponse(storage.open(image.storage_key), media_type=MEDIA_TYPES[image.format], headers=headers)

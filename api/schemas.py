@@ -1,0 +1,101 @@
+"""Request and response bodies. Requests refuse unknown fields; every bound is stated here."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+MAX_SEED = 2**63 - 1
+MAX_PROMPT_CHARS = 4000
+OutputFormat = Literal["png", "webp", "jpeg"]
+
+
+class JobCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    prompt: str = Field(min_length=1, max_length=MAX_PROMPT_CHARS)
+    negative_prompt: str | None = Field(None, max_length=MAX_PROMPT_CHARS)
+    width: int = Field(1024, ge=256, le=2048, multiple_of=16)
+    height: int = Field(1024, ge=256, le=2048, multiple_of=16)
+    steps: int = Field(8, ge=1, le=50)
+    guidance_scale: float = Field(0.0, ge=0.0, le=20.0, allow_inf_nan=False)
+    seed: int | None = Field(None, ge=0, le=MAX_SEED)
+    num_images: int = Field(1, ge=1, le=8)
+    output_format: OutputFormat = "png"
+    quality: int = Field(95, ge=1, le=100)
+
+    @field_validator("prompt")
+    @classmethod
+    def _prompt_has_text(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must contain non-whitespace text")
+        return value
+
+
+class ImageOut(BaseModel):
+    index: int
+    seed: int
+    width: int
+    height: int
+    format: str
+    sha256: str
+    bytes: int
+    url: str
+
+
+class JobOut(BaseModel):
+    id: str
+    status: str
+    parameters: dict[str, Any]
+    seeds: list[int]
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    queued_seconds: float | None
+    gpu_seconds: float | None
+    attempts: int
+    error: str | None
+    cancel_requested: bool
+    worker_name: str | None
+    device_name: str | None
+    memory_policy: str | None
+    model_id: str | None
+    model_revision: str | None
+    versions: dict[str, Any] | None
+    test_model_noise: bool = Field(description="true when the tiny random test model made these images")
+    images: list[ImageOut]
+
+
+class JobList(BaseModel):
+    jobs: list[JobOut]
+
+
+class WorkerOut(BaseModel):
+    name: str
+    hostname: str
+    pid: int
+    device: str
+    gpu_name: str | None
+    gpu_memory_total_mib: int | None
+    gpu_memory_used_mib: int | None
+    memory_policy: str | None
+    model_id: str | None
+    state: str
+    current_job_id: str | None
+    jobs_done: int
+    load_seconds: float | None
+    warmup_seconds: float | None
+    started_at: datetime
+    last_heartbeat: datetime
+
+
+class WorkerList(BaseModel):
+    workers: list[WorkerOut]
+
+
+class Health(BaseModel):
+    status: Literal["ok", "degraded"]
+    database: str
+    broker: str

@@ -1,0 +1,1 @@
+"""The Celery app and its settings; imports nothing else of zfarm's."""

@@ -1,0 +1,37 @@
+"""Celery settings, read when the app first needs its configuration (not at import of celery_app)."""
+
+from __future__ import annotations
+
+from kombu import Queue
+
+from broker_config.settings import get_broker_settings
+
+_s = get_broker_settings()
+
+broker_url = _s.redis_url
+broker_connection_retry_on_startup = True
+broker_transport_options = {"visibility_timeout": _s.visibility_timeout}
+
+# The SQL row is the job's state: no result backend, JSON messages that carry only the job id.
+result_backend = None
+task_ignore_result = True
+task_serializer = "json"
+accept_content = ["json"]
+result_serializer = "json"
+
+# At-least-once delivery: ack after the task ran, requeue when the child process dies.
+task_acks_late = True
+task_reject_on_worker_lost = True
+worker_prefetch_multiplier = 1
+task_time_limit = _s.job_time_limit_seconds
+task_soft_time_limit = max(_s.job_time_limit_seconds - 30, 5)
+
+task_default_queue = _s.queue
+task_queues = (Queue(_s.queue),)
+
+# Flower and the event stream.
+worker_send_task_events = True
+task_send_sent_event = True
+
+worker_proc_alive_timeout = _s.worker_start_timeout_seconds
+worker_hijack_root_logger = False

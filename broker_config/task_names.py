@@ -1,0 +1,3 @@
+"""Task names as constants: the API sends by name and never imports the worker."""
+
+RENDER_JOB = "zfarm.render_job"

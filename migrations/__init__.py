@@ -1,0 +1,1 @@
+"""Alembic history; `migrations.runner.upgrade(url)` applies it programmatically."""

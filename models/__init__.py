@@ -1,0 +1,17 @@
+"""SQLAlchemy models and session helpers; imports nothing else of zfarm's."""
+
+from models.base import Base
+from models.db import make_engine, make_session_factory
+from models.jobs import Image, Job, JobStatus
+from models.workers import Worker, WorkerState
+
+__all__ = [
+    "Base",
+    "Image",
+    "Job",
+    "JobStatus",
+    "Worker",
+    "WorkerState",
+    "make_engine",
+    "make_session_factory",
+]

@@ -1,0 +1,41 @@
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+
+from sqlalchemy import Float, Integer, String
+from sqlalchemy.orm import Mapped, mapped_column
+
+from models.base import Base, utcnow
+from models.types import UTCDateTime
+
+
+class WorkerState(StrEnum):
+    LOADING = "loading"
+    WARMING = "warming"
+    READY = "ready"
+    BUSY = "busy"
+    OFFLINE = "offline"
+
+
+class Worker(Base):
+    """One row per worker process (one per GPU card); refreshed by its heartbeat."""
+
+    __tablename__ = "workers"
+
+    name: Mapped[str] = mapped_column(String(200), primary_key=True)
+    hostname: Mapped[str] = mapped_column(String(200))
+    pid: Mapped[int] = mapped_column(Integer)
+    device: Mapped[str] = mapped_column(String(32))
+    gpu_name: Mapped[str | None] = mapped_column(String(200), default=None)
+    gpu_memory_total_mib: Mapped[int | None] = mapped_column(Integer, default=None)
+    gpu_memory_used_mib: Mapped[int | None] = mapped_column(Integer, default=None)
+    memory_policy: Mapped[str | None] = mapped_column(String(32), default=None)
+    model_id: Mapped[str | None] = mapped_column(String(500), default=None)
+    state: Mapped[str] = mapped_column(String(16), default=WorkerState.LOADING)
+    current_job_id: Mapped[str | None] = mapped_column(String(32), default=None)
+    jobs_done: Mapped[int] = mapped_column(Integer, default=0)
+    load_seconds: Mapped[float | None] = mapped_column(Float, default=None)
+    warmup_seconds: Mapped[float | None] = mapped_column(Float, default=None)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_heartbeat: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

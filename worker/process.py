@@ -1,0 +1,114 @@
+"""Start-up of one worker child process: engine, pipeline, warmup, heartbeat. Runs after the fork."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+
+import torch
+from sqlalchemy import update
+from sqlalchemy.orm import Session, sessionmaker
+
+from models import Worker, WorkerState, make_engine, make_session_factory
+from models.base import utcnow
+from models.db import transaction
+from worker.jobs import JobContext
+from worker.runtime import Runtime
+from zfarm.settings import FarmSettings
+from zfarm.storage import LocalStorage
+
+log = logging.getLogger(__name__)
+
+
+def start_worker_process(settings: FarmSettings, name: str) -> JobContext:
+    # 1. One engine per process, made here in the child, never inherited across fork.
+    sessions = make_session_factory(make_engine(settings.resolved_database_url))
+    runtime = Runtime(
+        model=settings.model,
+        revision=settings.model_revision,
+        requested_policy=settings.memory_policy,
+        requested_device=settings.device,
+        models_dir=settings.models_dir,
+        vae_tiling_min_pixels=settings.vae_tiling_min_pixels,
+    )
+    register(sessions, name, runtime)
+    Heartbeat(sessions, name, settings.heartbeat_seconds).start()
+    # 2. Load the pipeline under the card's memory policy.
+    runtime.load()
+    set_state(
+        sessions,
+        name,
+        WorkerState.WARMING,
+        device=runtime.device,
+        gpu_name=runtime.device_name,
+        memory_policy=runtime.policy,
+        model_id=runtime.source.model_id if runtime.source else None,
+        load_seconds=runtime.load_seconds,
+    )
+    log.info(
+        "%s loaded %s on %s (%s, policy %s) in %.1fs",
+        name,
+        runtime.model,
+        runtime.device,
+        runtime.device_name,
+        runtime.policy,
+        runtime.load_seconds,
+    )
+    if runtime.is_test_model:
+        log.warning("%s runs the TINY TEST MODEL: random weights, its images are noise", name)
+    # 3. Warm up so the first real job is not slow.
+    if settings.warmup:
+        runtime.warmup(settings.warmup_size)
+    set_state(sessions, name, WorkerState.READY, warmup_seconds=runtime.warmup_seconds)
+    log.info("%s ready (warmup %.1fs)", name, runtime.warmup_seconds)
+    return JobContext(
+        name=name,
+        runtime=runtime,
+        sessions=sessions,
+        storage=LocalStorage(settings.storage_dir),
+        max_attempts=settings.max_attempts,
+        offline_after_seconds=settings.worker_offline_after_seconds,
+    )
+
+
+def register(sessions: sessionmaker[Session], name: str, runtime: Runtime) -> None:
+    with transaction(sessions) as s:
+        row = s.get(Worker, name) or Worker(name=name)
+        row.hostname, row.pid, row.device = socket.gethostname(), os.getpid(), runtime.requested_device
+        row.state, row.current_job_id, row.started_at, row.last_heartbeat = (
+            WorkerState.LOADING,
+            None,
+            utcnow(),
+            utcnow(),
+        )
+        row.model_id, row.memory_policy = runtime.model, runtime.requested_policy
+        s.add(row)
+
+
+def set_state(sessions: sessionmaker[Session], name: str, state: WorkerState, **values: object) -> None:
+    with transaction(sessions) as s:
+        s.execute(update(Worker).where(Worker.name == name).values(state=state, last_heartbeat=utcnow(), **values))
+
+
+class Heartbeat(threading.Thread):
+    """Refreshes the worker row while the process lives; a stale row means the worker is gone."""
+
+    def __init__(self, sessions: sessionmaker[Session], name: str, every: float) -> None:
+        super().__init__(name=f"heartbeat-{name}", daemon=True)
+        self.sessions, self.worker, self.every = sessions, name, every
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopped.wait(self.every):
+            try:
+                values: dict[str, object] = {"last_heartbeat": utcnow(), "pid": os.getpid()}
+                if torch.cuda.is_available() and torch.cuda.is_initialized():
+                    free, total = torch.cuda.mem_get_info()
+                    values["gpu_memory_total_mib"] = total // 2**20
+                    values["gpu_memory_used_mib"] = (total - free) // 2**20
+                with transaction(self.sessions) as s:
+                    s.execute(update(Worker).where(Worker.name == self.worker).values(**values))
+            except Exception:  # a missed beat is logged; the next one tries again
+                log.exception("heartbeat of %s failed", self.worker)

@@ -1,0 +1,92 @@
+"""The render runtime of one worker process: one pipeline, loaded once, on one device."""
+
+from __future__ import annotations
+
+import logging
+import platform
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import diffusers
+import torch
+import transformers
+
+from worker import memory
+from worker.loading import ModelSource, load_pipeline, resolve_source
+from worker.render import RenderRequest, StepCallback, render
+
+log = logging.getLogger(__name__)
+
+
+def pick_device(requested: str) -> str:
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("ZFARM_DEVICE=cuda but torch sees no CUDA device")
+    if requested == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return requested
+
+
+def device_name(device: str) -> str:
+    if device == "cuda":
+        return torch.cuda.get_device_name()
+    return f"cpu ({platform.processor() or platform.machine()})"
+
+
+@dataclass
+class Runtime:
+    model: str
+    revision: str | None
+    requested_policy: str
+    requested_device: str
+    models_dir: Path
+    vae_tiling_min_pixels: int
+    source: ModelSource | None = None
+    device: str = "cpu"
+    policy: str = "full"
+    load_seconds: float = 0.0
+    warmup_seconds: float = 0.0
+    pipe: object = field(default=None, repr=False)
+
+    def load(self) -> None:
+        started = time.perf_counter()
+        self.device = pick_device(self.requested_device)
+        self.source = resolve_source(self.model, self.revision, self.models_dir)
+        # bf16 on GPUs (the checkpoint's dtype); float32 on CPUs, where bf16 matmuls are slow.
+        dtype = torch.bfloat16 if self.device == "cuda" else torch.float32
+        self.policy = memory.choose_policy(self.requested_policy, self.device)
+        pipe = load_pipeline(self.source, dtype)
+        memory.apply_policy(pipe, self.policy, self.device)
+        self.pipe = pipe
+        self.load_seconds = time.perf_counter() - started
+
+    def warmup(self, size: int) -> None:
+        """A small image first, then the default size, so the first real job pays no first-call costs."""
+        started = time.perf_counter()
+        for side in sorted({256, size}):
+            self.render(RenderRequest("warmup", side, side, steps=2, guidance_scale=0.0, seeds=[0]))
+        self.warmup_seconds = time.perf_counter() - started
+
+    def render(self, req: RenderRequest, on_step: StepCallback | None = None) -> list:
+        if self.pipe is None:
+            raise RuntimeError("Runtime.render called before load()")
+        memory.set_vae_tiling(self.pipe, req.width * req.height >= self.vae_tiling_min_pixels)
+        with torch.inference_mode():
+            return render(self.pipe, req, on_step)
+
+    @property
+    def device_name(self) -> str:
+        return device_name(self.device)
+
+    @property
+    def is_test_model(self) -> bool:
+        return bool(self.source and self.source.is_test_model)
+
+    def versions(self) -> dict[str, str]:
+        return {
+            "diffusers": diffusers.__version__,
+            "torch": torch.__version__,
+            "transformers": transformers.__version__,
+            "cuda": torch.version.cuda or "none",
+            "python": platform.python_version(),
+        }

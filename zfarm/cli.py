@@ -1,0 +1,146 @@
+"""The `zfarm` command: the farm's parts (up, api, worker, flower, migrate) and the client side."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import sys
+from pathlib import Path
+
+import click
+
+from zfarm.settings import get_settings
+
+
+def _default_url() -> str:
+    return os.environ.get("ZFARM_URL") or f"http://127.0.0.1:{get_settings().api_port}"
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """zfarm: a render farm for Z-Image-Turbo."""
+
+
+# ---- the farm's parts ---------------------------------------------------------------------------
+
+
+@main.command()
+def up() -> None:
+    """Start the whole farm in one process tree; Ctrl-C stops all of it."""
+    from zfarm.embedded import Farm, install_signal_handlers
+
+    farm = Farm(get_settings())
+    stop = [False]
+    install_signal_handlers(stop)
+    code = 1
+    try:
+        farm.start()
+        click.echo("zfarm is up (open on 127.0.0.1, no API keys):")
+        for line in farm.describe():
+            click.echo("  " + line)
+        click.echo("Ctrl-C stops everything.")
+        code = farm.wait(stop)
+    finally:
+        click.echo("zfarm: stopping ...", err=True)
+        farm.stop()
+        click.echo("zfarm: stopped", err=True)
+    sys.exit(code)
+
+
+@main.command()
+def api() -> None:
+    """Run the HTTP API (uvicorn)."""
+    import uvicorn
+
+    from api.app import create_app
+
+    s = get_settings()
+    click.echo(f"zfarm api on http://{s.api_host}:{s.api_port} (database {s.resolved_database_url.split('@')[-1]})")
+    uvicorn.run(create_app(s), host=s.api_host, port=s.api_port, log_level="info")
+
+
+@main.command()
+@click.option("--name", default=None, help="Worker name, e.g. gpu0@host (default: ZFARM_WORKER_NAME or cpu0@host).")
+@click.option("--loglevel", default="INFO", show_default=True)
+def worker(name: str | None, loglevel: str) -> None:
+    """Run one render worker (one per GPU card: pin it with CUDA_VISIBLE_DEVICES)."""
+    s = get_settings()
+    name = name or s.worker_name or f"cpu0@{socket.gethostname()}"
+    os.environ["ZFARM_WORKER_NAME"] = name
+    import worker.tasks  # noqa: F401  (registers the tasks and the process start-up hooks)
+    from broker_config.celery_app import app
+    from broker_config.settings import get_broker_settings
+
+    b = get_broker_settings()
+    logging.basicConfig(level=loglevel, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    click.echo(
+        f"zfarm worker {name}: model {s.model}, memory policy {s.memory_policy}, device {s.device}, "
+        f"CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', '(all)')}, queue {b.queue}, "
+        f"data {s.data_dir.resolve()}"
+    )
+    # prefork with one child: the child loads the model; if it dies the parent requeues its job and forks anew.
+    app.worker_main(
+        [
+            "worker",
+            "--pool=prefork",
+            "--concurrency=1",
+            f"--queues={b.queue}",
+            f"--hostname={name}",
+            "--task-events",
+            "--without-gossip",
+            "--without-mingle",
+            f"--loglevel={loglevel}",
+        ]
+    )
+
+
+@main.command()
+def flower() -> None:
+    """Run Flower (basic auth from ZFARM_FLOWER_USER / ZFARM_FLOWER_PASSWORD)."""
+    from zfarm.embedded import flower_command
+
+    s = get_settings()
+    if not s.flower_password:
+        raise click.ClickException("set ZFARM_FLOWER_PASSWORD: Flower never runs without authentication")
+    cmd = flower_command(s, s.flower_password)
+    os.execv(cmd[0], cmd)
+
+
+@main.command()
+def migrate() -> None:
+    """Apply database migrations (alembic upgrade head)."""
+    from migrations.runner import upgrade
+
+    url = get_settings().resolved_database_url
+    get_settings().data_dir.mkdir(parents=True, exist_ok=True)
+    upgrade(url)
+    click.echo(f"database at head: {url.split('@')[-1]}")
+
+
+@main.command()
+@click.option(
+    "--catalog",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="CSV with sku and prompt columns (default: the built-in demo catalog).",
+)
+@click.option("--out", type=click.Path(path_type=Path), default=None, help="Where images go (default DATA_DIR/demo).")
+def demo(catalog: Path | None, out: Path | None) -> None:
+    """Start the embedded farm, render a small product catalog, write images + manifest, stop."""
+    from zfarm.demo import run_demo
+
+    sys.exit(run_demo(get_settings(), catalog, out))
+
+
+# ---- the client side ------------------------------------------------------------------------------
+
+from zfarm.cli_client import fetch, status, submit, workers  # noqa: E402
+
+main.add_command(submit)
+main.add_command(status)
+main.add_command(fetch)
+main.add_command(workers)
+
+if __name__ == "__main__":
+    main()

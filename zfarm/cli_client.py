@@ -1,0 +1,121 @@
+"""Client commands of `zfarm`: submit, status, fetch, workers. They use zfarm.client (httpx) only."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import click
+from tqdm import tqdm
+
+from zfarm.client import Client, ZfarmError
+
+url_option = click.option("--url", envvar="ZFARM_URL", default=None, help="API base URL (env ZFARM_URL).")
+key_option = click.option("--api-key", envvar="ZFARM_API_KEY", default=None, help="API key (env ZFARM_API_KEY).")
+
+
+def _client(url: str | None, api_key: str | None) -> Client:
+    return Client(url or f"http://127.0.0.1:{os.environ.get('ZFARM_API_PORT', '8000')}", api_key=api_key)
+
+
+def _print_job(job: dict[str, Any]) -> None:
+    click.echo(json.dumps(job, indent=2, default=str))
+
+
+def wait_with_bar(client: Client, job_id: str, timeout: float | None) -> dict[str, Any]:
+    with tqdm(total=1, desc=f"job {job_id[:8]}", unit="job", leave=True) as bar:
+
+        def update(job: dict[str, Any]) -> None:
+            bar.set_postfix_str(job["status"])
+            if job["status"] in ("succeeded", "failed", "canceled", "dead"):
+                bar.update(1 - bar.n)
+
+        return client.wait(job_id, timeout=timeout, on_update=update)
+
+
+@click.command()
+@click.argument("prompt")
+@click.option("--negative-prompt", default=None)
+@click.option("--width", type=int, default=None)
+@click.option("--height", type=int, default=None)
+@click.option("--steps", type=int, default=None)
+@click.option("--guidance-scale", type=float, default=None)
+@click.option("--seed", type=int, default=None)
+@click.option("--num-images", "-n", type=int, default=None)
+@click.option("--format", "output_format", type=click.Choice(["png", "webp", "jpeg"]), default=None)
+@click.option("--wait/--no-wait", default=False, help="Wait for the job to finish, with a progress bar.")
+@click.option("--out", "-o", type=click.Path(path_type=Path), default=None, help="With --wait: download images here.")
+@click.option("--timeout", type=float, default=None)
+@url_option
+@key_option
+def submit(
+    prompt: str,
+    wait: bool,
+    out: Path | None,
+    timeout: float | None,
+    url: str | None,
+    api_key: str | None,
+    **params: Any,
+) -> None:
+    """Submit one job; prints its id (and with --wait, its final record)."""
+    with _client(url, api_key) as client:
+        try:
+            job = client.submit(prompt, **params)
+        except ZfarmError as exc:
+            raise click.ClickException(str(exc)) from exc
+        click.echo(job["id"])
+        if not wait:
+            return
+        job = wait_with_bar(client, job["id"], timeout)
+        if out is not None and job["status"] == "succeeded":
+            for path in client.download(job["id"], out):
+                click.echo(f"wrote {path}")
+        _print_job(job)
+        if job["status"] != "succeeded":
+            raise click.ClickException(f"job {job['id']} ended {job['status']}: {job['error']}")
+
+
+@click.command()
+@click.argument("job_id")
+@url_option
+@key_option
+def status(job_id: str, url: str | None, api_key: str | None) -> None:
+    """Show a job's record."""
+    with _client(url, api_key) as client:
+        try:
+            _print_job(client.get(job_id))
+        except ZfarmError as exc:
+            raise click.ClickException(str(exc)) from exc
+
+
+@click.command()
+@click.argument("job_id")
+@click.option("--out", "-o", type=click.Path(path_type=Path), required=True)
+@url_option
+@key_option
+def fetch(job_id: str, out: Path, url: str | None, api_key: str | None) -> None:
+    """Download a job's images into a directory."""
+    with _client(url, api_key) as client:
+        try:
+            paths = client.download(job_id, out)
+        except ZfarmError as exc:
+            raise click.ClickException(str(exc)) from exc
+    if not paths:
+        raise click.ClickException(f"job {job_id} has no images yet")
+    for path in paths:
+        click.echo(f"wrote {path}")
+
+
+@click.command()
+@url_option
+@key_option
+def workers(url: str | None, api_key: str | None) -> None:
+    """List the workers with their GPU, memory policy, state and last heartbeat."""
+    with _client(url, api_key) as client:
+        for w in client.workers():
+            click.echo(
+                f"{w['name']:<28} {w['state']:<8} {w['gpu_name'] or w['device']:<30} "
+                f"policy={w['memory_policy']} jobs={w['jobs_done']} heartbeat={w['last_heartbeat']}"
+            )

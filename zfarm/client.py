@@ -1,0 +1,208 @@
+"""Python client for the zfarm HTTP API. Depends on httpx only (and the standard library).
+
+from zfarm.client import Client
+with Client("http://127.0.0.1:8000") as farm:
+    job = farm.submit("a ceramic mug on marble", seed=7)
+    job = farm.wait(job["id"])
+    paths = farm.download(job["id"], "out/")
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+FINAL = frozenset({"succeeded", "failed", "canceled", "dead"})
+EXT = {"png": "png", "webp": "webp", "jpeg": "jpg"}
+Job = dict[str, Any]
+ProgressFn = Callable[[Job], None]
+
+
+class ZfarmError(RuntimeError):
+    def __init__(self, status_code: int, detail: Any) -> None:
+        self.status_code, self.detail = status_code, detail
+        super().__init__(f"HTTP {status_code}: {_describe(detail)}")
+
+
+class JobFailed(RuntimeError):
+    def __init__(self, job: Job) -> None:
+        self.job = job
+        super().__init__(f"job {job['id']} ended {job['status']}: {job.get('error')}")
+
+
+def _describe(detail: Any) -> str:
+    if isinstance(detail, dict) and "detail" in detail:
+        detail = detail["detail"]
+    if isinstance(detail, list):
+        return "; ".join(d.get("message", str(d)) if isinstance(d, dict) else str(d) for d in detail)
+    return str(detail)
+
+
+def _check(response: httpx.Response) -> httpx.Response:
+    if response.status_code >= 400:
+        try:
+            detail = response.json()
+        except ValueError:
+            detail = response.text
+        raise ZfarmError(response.status_code, detail)
+    return response
+
+
+def _job_body(prompt: str, params: dict[str, Any]) -> dict[str, Any]:
+    return {"prompt": prompt, **{k: v for k, v in params.items() if v is not None}}
+
+
+def _image_path(directory: Path, job: Job, image: dict[str, Any]) -> Path:
+    return directory / f"{job['id']}_{image['index']}.{EXT[image['format']]}"
+
+
+class Client:
+    """Synchronous client."""
+
+    def __init__(
+        self,
+        base_url: str = "http://127.0.0.1:8000",
+        *,
+        api_key: str | None = None,
+        timeout: float = 30.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self.http = httpx.Client(base_url=base_url, headers=headers, timeout=timeout, transport=transport)
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.http.close()
+
+    def submit(self, prompt: str, **params: Any) -> Job:
+        return _check(self.http.post("/v1/jobs", json=_job_body(prompt, params))).json()
+
+    def get(self, job_id: str) -> Job:
+        return _check(self.http.get(f"/v1/jobs/{job_id}")).json()
+
+    def cancel(self, job_id: str) -> Job:
+        return _check(self.http.delete(f"/v1/jobs/{job_id}")).json()
+
+    def workers(self) -> list[dict[str, Any]]:
+        return _check(self.http.get("/v1/workers")).json()["workers"]
+
+    def health(self) -> dict[str, Any]:
+        return self.http.get("/healthz").json()
+
+    def wait(
+        self,
+        job_id: str,
+        *,
+        timeout: float | None = None,
+        poll: float = 0.5,
+        on_update: ProgressFn | None = None,
+        raise_on_failure: bool = False,
+    ) -> Job:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            job = self.get(job_id)
+            if on_update:
+                on_update(job)
+            if job["status"] in FINAL:
+                if raise_on_failure and job["status"] != "succeeded":
+                    raise JobFailed(job)
+                return job
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"job {job_id} still {job['status']} after {timeout}s")
+            time.sleep(poll)
+
+    def image_bytes(self, job_id: str, index: int = 0) -> bytes:
+        return _check(self.http.get(f"/v1/jobs/{job_id}/images/{index}")).content
+
+    def download(self, job_id: str, directory: str | Path) -> list[Path]:
+        out = Path(directory)
+        out.mkdir(parents=True, exist_ok=True)
+        job = self.get(job_id)
+        paths = []
+        for image in job["images"]:
+            path = _image_path(out, job, image)
+            path.write_bytes(self.image_bytes(job_id, image["index"]))
+            paths.append(path)
+        return paths
+
+
+class AsyncClient:
+    """Asynchronous client with the same calls."""
+
+    def __init__(
+        self,
+        base_url: str = "http://127.0.0.1:8000",
+        *,
+        api_key: str | None = None,
+        timeout: float = 30.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self.http = httpx.AsyncClient(base_url=base_url, headers=headers, timeout=timeout, transport=transport)
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        await self.http.aclose()
+
+    async def submit(self, prompt: str, **params: Any) -> Job:
+        return _check(await self.http.post("/v1/jobs", json=_job_body(prompt, params))).json()
+
+    async def get(self, job_id: str) -> Job:
+        return _check(await self.http.get(f"/v1/jobs/{job_id}")).json()
+
+    async def cancel(self, job_id: str) -> Job:
+        return _check(await self.http.delete(f"/v1/jobs/{job_id}")).json()
+
+    async def workers(self) -> list[dict[str, Any]]:
+        return _check(await self.http.get("/v1/workers")).json()["workers"]
+
+    async def wait(
+        self,
+        job_id: str,
+        *,
+        timeout: float | None = None,
+        poll: float = 0.5,
+        on_update: ProgressFn | None = None,
+        raise_on_failure: bool = False,
+    ) -> Job:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            job = await self.get(job_id)
+            if on_update:
+                on_update(job)
+            if job["status"] in FINAL:
+                if raise_on_failure and job["status"] != "succeeded":
+                    raise JobFailed(job)
+                return job
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"job {job_id} still {job['status']} after {timeout}s")
+            await asyncio.sleep(poll)
+
+    async def image_bytes(self, job_id: str, index: int = 0) -> bytes:
+        return _check(await self.http.get(f"/v1/jobs/{job_id}/images/{index}")).content
+
+    async def download(self, job_id: str, directory: str | Path) -> list[Path]:
+        out = Path(directory)
+        out.mkdir(parents=True, exist_ok=True)
+        job = await self.get(job_id)
+        paths = []
+        for image in job["images"]:
+            path = _image_path(out, job, image)
+            path.write_bytes(await self.image_bytes(job_id, image["index"]))
+            paths.append(path)
+        return paths

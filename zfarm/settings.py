@@ -1,0 +1,89 @@
+"""One settings object per process, read from `ZFARM_*` environment variables.
+
+Built lazily through `get_settings()` so that importing a module never fails on a missing or bad
+variable; validators raise on bad values instead of adjusting them.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+MemoryPolicy = Literal["auto", "full", "model-offload", "sequential-offload"]
+DEFAULT_MODEL = "Tongyi-MAI/Z-Image-Turbo"
+TINY_MODEL = "tiny"
+
+
+class FarmSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="ZFARM_", extra="ignore")
+
+    data_dir: Path = Path("./data")
+    database_url: str | None = None
+    redis_url: str | None = None
+
+    api_host: str = "127.0.0.1"
+    api_port: int = Field(8000, ge=1, le=65535)
+    flower_port: int = Field(5555, ge=1, le=65535)
+    flower_user: str = "zfarm"
+    flower_password: str | None = None
+    public_url: str | None = None
+
+    model: str = DEFAULT_MODEL
+    model_revision: str | None = None
+    memory_policy: MemoryPolicy = "auto"
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    warmup: bool = True
+    warmup_size: int = Field(1024, ge=256, le=2048)
+    vae_tiling_min_pixels: int = Field(1536 * 1536, ge=256 * 256)
+
+    worker_name: str | None = None
+    heartbeat_seconds: float = Field(5.0, gt=0, le=300)
+    worker_offline_after_seconds: float = Field(30.0, gt=0)
+    max_attempts: int = Field(3, ge=1, le=100)
+
+    max_prompt_chars: int = Field(4000, ge=1, le=100_000)
+
+    @field_validator("model")
+    @classmethod
+    def _model_not_empty(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("model must be a Hugging Face repo id, a local directory or 'tiny' (got '')")
+        return value
+
+    @field_validator("database_url", "redis_url")
+    @classmethod
+    def _url_scheme(cls, value: str | None) -> str | None:
+        if value is not None and "://" not in value:
+            raise ValueError(f"must be a URL with a scheme, like redis://host:6379/0 (got {value!r})")
+        return value
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'zfarm.db').resolve()}"
+
+    @property
+    def resolved_redis_url(self) -> str:
+        return self.redis_url or "redis://127.0.0.1:6379/0"
+
+    @property
+    def storage_dir(self) -> Path:
+        return (self.data_dir / "images").resolve()
+
+    @property
+    def models_dir(self) -> Path:
+        return (self.data_dir / "models").resolve()
+
+    @property
+    def is_tiny_model(self) -> bool:
+        return self.model == TINY_MODEL
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> FarmSettings:
+    return FarmSettings()

@@ -1,0 +1,62 @@
+"""Where image bytes live. Keys are built by the server from job id and index, never from user input."""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import BinaryIO, Protocol
+
+_KEY = re.compile(r"^[a-z0-9][a-z0-9/_.-]*$")
+
+
+def image_key(job_id: str, index: int, fmt: str) -> str:
+    """The one place keys are made: a rerun of the same job writes the same key (overwrite, never duplicate)."""
+    if not re.fullmatch(r"[0-9a-f]{32}", job_id):
+        raise ValueError(f"job_id must be 32 lowercase hex characters (got {job_id!r})")
+    if index < 0:
+        raise ValueError(f"index must be >= 0 (got {index})")
+    ext = {"png": "png", "webp": "webp", "jpeg": "jpg"}[fmt]
+    return f"jobs/{job_id[:2]}/{job_id}/{index}.{ext}"
+
+
+class Storage(Protocol):
+    def put(self, key: str, data: bytes) -> None: ...
+    def open(self, key: str) -> BinaryIO: ...
+    def exists(self, key: str) -> bool: ...
+    def path(self, key: str) -> Path | None: ...
+
+
+class LocalStorage:
+    """A directory on local disk (or a shared mount). An S3-compatible store implements the same four calls."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root.resolve()
+
+    def _file(self, key: str) -> Path:
+        if not _KEY.fullmatch(key) or ".." in key.split("/"):
+            raise ValueError(f"storage key {key!r} is not a server-built key")
+        return self.root / key
+
+    def put(self, key: str, data: bytes) -> None:
+        target = self._file(key)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        # Write then rename: a reader never sees half an image, and a rerun replaces the file atomically.
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def open(self, key: str) -> BinaryIO:
+        return self._file(key).open("rb")
+
+    def exists(self, key: str) -> bool:
+        return self._file(key).is_file()
+
+    def path(self, key: str) -> Path | None:
+        return self._file(key)
