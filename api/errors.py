@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from fastapi import Request
@@ -18,6 +19,8 @@ def describe(error: dict[str, Any]) -> dict[str, Any]:
     rule = _RULES.get(error.get("type", ""), error.get("msg", "invalid"))
     rule = rule.removeprefix("Value error, ")
     value = error.get("input")
+    if isinstance(value, float) and not math.isfinite(value):
+        value = str(value)  # JSON has no NaN or Infinity; the text still shows what was sent
     return {
         "field": field,
         "value": value,
