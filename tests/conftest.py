@@ -67,8 +67,12 @@ def _try_start_postgres() -> None:
     versions = Path("/etc/postgresql")
     if ctl and versions.is_dir():
         for version in versions.iterdir():
-            subprocess.run([ctl, "--skip-systemctl-redirect", version.name, "main", "start"],
-                           capture_output=True, timeout=60, check=False)
+            subprocess.run(
+                [ctl, "--skip-systemctl-redirect", version.name, "main", "start"],
+                capture_output=True,
+                timeout=60,
+                check=False,
+            )
 
 
 def _pg_admin_engine() -> sa.Engine | None:

@@ -26,16 +26,18 @@ REPO = Path(__file__).resolve().parents[1]
 
 def worker_env(database_url: str, data_dir: Path, name: str, **extra: str) -> dict[str, str]:
     env = dict(os.environ)
-    env.update({
-        "ZFARM_DATABASE_URL": database_url,
-        "ZFARM_DATA_DIR": str(data_dir),
-        "ZFARM_MODEL": "tiny",
-        "ZFARM_DEVICE": "cpu",
-        "ZFARM_WARMUP_SIZE": "256",
-        "ZFARM_HEARTBEAT_SECONDS": "1",
-        "ZFARM_WORKER_NAME": name,
-        "PYTHONUNBUFFERED": "1",
-    })
+    env.update(
+        {
+            "ZFARM_DATABASE_URL": database_url,
+            "ZFARM_DATA_DIR": str(data_dir),
+            "ZFARM_MODEL": "tiny",
+            "ZFARM_DEVICE": "cpu",
+            "ZFARM_WARMUP_SIZE": "256",
+            "ZFARM_HEARTBEAT_SECONDS": "1",
+            "ZFARM_WORKER_NAME": name,
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
     env.update(extra)
     return env
 
@@ -44,8 +46,11 @@ def start_worker(database_url: str, data_dir: Path, name: str, log: Path, **extr
     with log.open("ab") as out:
         return subprocess.Popen(
             [sys.executable, "-m", "zfarm.cli", "worker", "--name", name],
-            env=worker_env(database_url, data_dir, name, **extra), cwd=REPO,
-            stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+            env=worker_env(database_url, data_dir, name, **extra),
+            cwd=REPO,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
 
 

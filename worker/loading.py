@@ -56,7 +56,7 @@ def load_pipeline(source: ModelSource, dtype: torch.dtype) -> ZImagePipeline:
     try:
         # A revision only means something for a hub id; a local directory is what it is.
         revision = None if Path(source.location).is_dir() else source.revision
-        pipe = ZImagePipeline.from_pretrained(source.location, revision=revision, torch_dtype=dtype)
+        pipe = ZImagePipeline.from_pretrained(source.location, revision=revision, dtype=dtype)
     except OSError as exc:
         raise ModelLoadError(
             f"could not load model {source.model_id!r}: {exc}. Without network access the weights must be "

@@ -26,8 +26,16 @@ def test_job_left_unsent_while_broker_was_down_is_resent(tmp_path: Path, redis_u
     queue = get_broker_settings().queue
     dead_broker = Celery("down", broker="redis://127.0.0.1:1/0")
     with transaction(sessions) as s:
-        job = Job(prompt="p", width=256, height=256, steps=1, guidance_scale=0, seed=1, num_images=1,
-                  created_at=utcnow() - timedelta(seconds=30))
+        job = Job(
+            prompt="p",
+            width=256,
+            height=256,
+            steps=1,
+            guidance_scale=0,
+            seed=1,
+            num_images=1,
+            created_at=utcnow() - timedelta(seconds=30),
+        )
         s.add(job)
     assert Enqueuer(dead_broker, sessions, queue).send([job.id]) == []
     r = redis.Redis.from_url(redis_url)

@@ -51,8 +51,9 @@ CASES = [
 
 
 @pytest.mark.parametrize(("override", "field", "value", "rule"), CASES)
-def test_bad_field_is_refused_with_field_value_and_rule(api: TestClient, redis_url: str, override: dict,
-                                                        field: str, value: object, rule: str) -> None:
+def test_bad_field_is_refused_with_field_value_and_rule(
+    api: TestClient, redis_url: str, override: dict, field: str, value: object, rule: str
+) -> None:
     # given
     before = _counts(api, redis_url)
     body = {"prompt": "a mug", **override}
@@ -68,8 +69,9 @@ def test_bad_field_is_refused_with_field_value_and_rule(api: TestClient, redis_u
 
 
 def test_non_finite_guidance_is_refused(api: TestClient) -> None:
-    response = api.post("/v1/jobs", content=b'{"prompt": "a mug", "guidance_scale": NaN}',
-                        headers={"content-type": "application/json"})
+    response = api.post(
+        "/v1/jobs", content=b'{"prompt": "a mug", "guidance_scale": NaN}', headers={"content-type": "application/json"}
+    )
     assert response.status_code == 422
     [error] = response.json()["detail"]
     assert error["field"] == "guidance_scale" and "finite" in error["rule"]
@@ -106,4 +108,6 @@ def test_unknown_job_and_image_answer_404(api: TestClient, redis_url: str) -> No
 def test_openapi_docs_are_served(api: TestClient) -> None:
     assert api.get("/docs").status_code == 200
     paths = api.get("/openapi.json").json()["paths"]
-    assert {"/v1/jobs", "/v1/jobs/{job_id}", "/v1/jobs/{job_id}/images/{index}", "/v1/workers", "/healthz"} <= set(paths)
+    assert {"/v1/jobs", "/v1/jobs/{job_id}", "/v1/jobs/{job_id}/images/{index}", "/v1/workers", "/healthz"} <= set(
+        paths
+    )

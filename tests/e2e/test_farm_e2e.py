@@ -72,9 +72,18 @@ def test_same_seed_and_parameters_give_the_same_bytes(farm: LiveFarm) -> None:
 
 def test_webp_and_jpeg_outputs_are_served_with_their_media_type(farm: LiveFarm) -> None:
     for fmt, media in (("webp", "image/webp"), ("jpeg", "image/jpeg")):
-        job = farm.wait_job(farm.api.post("/v1/jobs", json={
-            "prompt": "a leather wallet", "width": 256, "height": 256, "output_format": fmt, "quality": 80,
-        }).json()["id"])
+        job = farm.wait_job(
+            farm.api.post(
+                "/v1/jobs",
+                json={
+                    "prompt": "a leather wallet",
+                    "width": 256,
+                    "height": 256,
+                    "output_format": fmt,
+                    "quality": 80,
+                },
+            ).json()["id"]
+        )
         served = farm.api.get(job["images"][0]["url"])
         assert job["status"] == "succeeded"
         assert served.headers["content-type"] == media
@@ -82,12 +91,14 @@ def test_webp_and_jpeg_outputs_are_served_with_their_media_type(farm: LiveFarm) 
 
 
 def test_a_duplicate_message_for_a_finished_job_changes_nothing(farm: LiveFarm) -> None:
-    job = farm.wait_job(farm.api.post("/v1/jobs", json={"prompt": "a steel kettle", "width": 256,
-                                                         "height": 256}).json()["id"])
+    job = farm.wait_job(
+        farm.api.post("/v1/jobs", json={"prompt": "a steel kettle", "width": 256, "height": 256}).json()["id"]
+    )
     # when: the same id is delivered again (at-least-once delivery)
     celery_app.send_task(RENDER_JOB, args=[job["id"]], queue=farm.api.app.state.enqueuer.queue)
-    marker = farm.wait_job(farm.api.post("/v1/jobs", json={"prompt": "after", "width": 256,
-                                                            "height": 256}).json()["id"])
+    marker = farm.wait_job(
+        farm.api.post("/v1/jobs", json={"prompt": "after", "width": 256, "height": 256}).json()["id"]
+    )
     # then: the later job finished, so the duplicate was consumed; the first job is untouched
     again = farm.api.get(f"/v1/jobs/{job['id']}").json()
     assert marker["status"] == "succeeded"

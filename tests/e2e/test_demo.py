@@ -1,0 +1,32 @@
+"""`make demo` runs `zfarm demo`: the built-in catalog becomes images and a manifest, then the farm stops."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.farm_helpers import REPO
+
+pytestmark = pytest.mark.e2e
+
+
+def test_demo_renders_the_catalog_and_says_it_is_noise(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ZFARM_")}
+    env.update({"ZFARM_DATA_DIR": str(tmp_path / "data"), "PYTHONUNBUFFERED": "1"})
+    done = subprocess.run(
+        [sys.executable, "-m", "zfarm.cli", "demo"], env=env, cwd=REPO, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "TINY TEST MODEL" in done.stdout and "NOISE" in done.stdout
+    out = tmp_path / "data" / "demo"
+    rows = list(csv.DictReader((out / "manifest.csv").open(encoding="utf-8")))
+    assert len(rows) >= 8
+    for row in rows:
+        assert row["status"] == "succeeded" and row["test_model_noise"] == "True"
+        assert hashlib.sha256((out / row["file"]).read_bytes()).hexdigest() == row["sha256"]

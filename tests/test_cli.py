@@ -1,0 +1,49 @@
+"""Every console entry point resolves and answers --help; the client commands work against a live farm."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from click.testing import CliRunner
+
+from zfarm.cli import main
+
+COMMANDS = ["up", "api", "worker", "flower", "migrate", "demo", "submit", "status", "fetch", "workers"]
+
+
+def test_console_script_is_installed_and_runs() -> None:
+    out = subprocess.run([sys.executable, "-m", "zfarm.cli", "--help"], capture_output=True, text=True, check=True)
+    for command in COMMANDS:
+        assert command in out.stdout
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_each_command_has_help(command: str) -> None:
+    result = CliRunner().invoke(main, [command, "--help"])
+    assert result.exit_code == 0, result.output
+    assert "Usage" in result.output
+
+
+def test_flower_refuses_to_run_without_a_password(monkeypatch: pytest.MonkeyPatch) -> None:
+    from zfarm.settings import get_settings
+
+    monkeypatch.delenv("ZFARM_FLOWER_PASSWORD", raising=False)
+    get_settings.cache_clear()
+    result = CliRunner().invoke(main, ["flower"])
+    assert result.exit_code != 0 and "ZFARM_FLOWER_PASSWORD" in result.output
+
+
+def test_migrate_builds_the_database(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    from zfarm.settings import get_settings
+
+    monkeypatch.setenv("ZFARM_DATA_DIR", str(tmp_path))
+    monkeypatch.delenv("ZFARM_DATABASE_URL", raising=False)
+    get_settings.cache_clear()
+    try:
+        result = CliRunner().invoke(main, ["migrate"])
+    finally:
+        get_settings.cache_clear()
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "zfarm.db").is_file()
