@@ -57,10 +57,8 @@ def start_worker(database_url: str, data_dir: Path, name: str, log: Path, **extr
 def stop_process_group(proc: subprocess.Popen[bytes], timeout: float = 20) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGTERM)
-    try:
+    with contextlib.suppress(subprocess.TimeoutExpired):
         proc.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        pass
     with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()

@@ -23,10 +23,7 @@ pytestmark = pytest.mark.e2e
 @pytest.fixture(scope="module", params=["sqlite", "postgres"])
 def farm(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveFarm]:
     data = tmp_path_factory.mktemp(f"farm-{request.param}")
-    if request.param == "sqlite":
-        url = f"sqlite:///{data / 'zfarm.db'}"
-    else:
-        url = request.getfixturevalue("postgres_url")
+    url = f"sqlite:///{data / 'zfarm.db'}" if request.param == "sqlite" else request.getfixturevalue("postgres_url")
     with live_farm(url, data) as live:
         yield live
 
