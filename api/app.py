@@ -9,10 +9,12 @@ from celery import Celery
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 
+from api.body_limit import BodyLimit
 from api.enqueue import Enqueuer
 from api.errors import validation_handler
-from api.reconciler import Reconciler
-from api.routes import health, jobs, workers
+from api.quotas import Quotas
+from api.reconciler import Reconciler, ReconcilerThread
+from api.routes import health, jobs, keys, workers
 from broker_config.settings import get_broker_settings
 from models import make_engine, make_session_factory
 from zfarm.settings import FarmSettings, get_settings
@@ -27,14 +29,22 @@ def create_app(
         from broker_config.celery_app import app as celery
     engine = make_engine(settings.resolved_database_url)
     sessions = make_session_factory(engine)
-    enqueuer = Enqueuer(celery, sessions, get_broker_settings().queue)
+    broker = get_broker_settings()
+    enqueuer = Enqueuer(celery, sessions, broker.queue)
+    reconciler = Reconciler(
+        sessions,
+        enqueuer,
+        broker.redis_url,
+        offline_after=settings.worker_offline_after_seconds,
+        time_limit=broker.job_time_limit_seconds,
+    )
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        reconciler = Reconciler(sessions, enqueuer, every=reconcile_every)
-        reconciler.start()
+        thread = ReconcilerThread(reconciler, every=reconcile_every)
+        thread.start()
         yield
-        reconciler.stopped.set()
+        thread.stopped.set()
         engine.dispose()
 
     app = FastAPI(
@@ -48,8 +58,12 @@ def create_app(
     app.state.storage = LocalStorage(settings.storage_dir)
     app.state.enqueuer = enqueuer
     app.state.celery = celery
+    app.state.reconciler = reconciler
+    app.state.quotas = Quotas(broker.redis_url, settings)
+    app.add_middleware(BodyLimit, max_json_bytes=settings.max_json_bytes, max_upload_bytes=settings.max_upload_bytes)
     app.add_exception_handler(RequestValidationError, validation_handler)
     app.include_router(health.router)
     app.include_router(jobs.router)
     app.include_router(workers.router)
+    app.include_router(keys.router)
     return app

@@ -1,48 +1,124 @@
-"""Re-sends jobs whose message never reached Redis (broker down at submit, crash between commit and send)."""
+"""Keeps every accepted job moving when messages or workers are lost.
+
+Three passes, each safe to repeat (a second message for a job is skipped by the worker's claim):
+1. unsent: committed rows whose send never reached Redis (broker down at submit, crash after commit);
+2. lost: queued rows whose message Redis no longer holds (restart without persistence), seen twice;
+3. orphaned: running rows whose worker stopped heart-beating (host lost, worker killed) go back to the
+   queue, and rows running far past the hard time limit are failed with the reason.
+"""
 
 from __future__ import annotations
 
 import logging
 import threading
+from dataclasses import dataclass, field
 from datetime import timedelta
 
-from sqlalchemy import select
+import redis
+from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from api.broker_inspect import job_ids_in_broker
 from api.enqueue import Enqueuer
-from models import Job, JobStatus
+from models import Job, JobStatus, Worker
 from models.base import utcnow
+from models.db import transaction
 
 log = logging.getLogger(__name__)
+BATCH = 1000
 
 
-def resend_unsent(sessions: sessionmaker[Session], enqueuer: Enqueuer, older_than: float = 5.0) -> int:
-    cutoff = utcnow() - timedelta(seconds=older_than)
-    with sessions() as s:
-        ids = list(
-            s.scalars(
-                select(Job.id)
-                .where(Job.status == JobStatus.QUEUED, Job.enqueued_at.is_(None), Job.created_at < cutoff)
-                .order_by(Job.created_at)
-                .limit(1000)
+@dataclass
+class Reconciler:
+    sessions: sessionmaker[Session]
+    enqueuer: Enqueuer
+    redis_url: str
+    offline_after: float = 30.0
+    time_limit: float = 1800.0
+    unsent_after: float = 5.0
+    lost_after: float = 60.0
+    _suspects: set[str] = field(default_factory=set)
+
+    def run_once(self) -> dict[str, int]:
+        return {
+            "unsent": self.resend_unsent(),
+            "lost": self.resend_lost(),
+            "orphaned": self.requeue_orphaned(),
+            "overdue": self.fail_overdue(),
+        }
+
+    def resend_unsent(self) -> int:
+        cutoff = utcnow() - timedelta(seconds=self.unsent_after)
+        ids = self._ids(Job.status == JobStatus.QUEUED, Job.enqueued_at.is_(None), Job.created_at < cutoff)
+        return len(self.enqueuer.send(ids)) if ids else 0
+
+    def resend_lost(self) -> int:
+        cutoff = utcnow() - timedelta(seconds=self.lost_after)
+        candidates = set(self._ids(Job.status == JobStatus.QUEUED, Job.enqueued_at < cutoff))
+        if not candidates:
+            self._suspects.clear()
+            return 0
+        client = redis.Redis.from_url(self.redis_url)
+        try:
+            missing = candidates - job_ids_in_broker(client, self.enqueuer.queue)
+        finally:
+            client.close()
+        # Missing on two rounds in a row: a message in flight between list and unacked hash is not lost.
+        lost, self._suspects = missing & self._suspects, missing - self._suspects
+        return len(self.enqueuer.send(sorted(lost))) if lost else 0
+
+    def requeue_orphaned(self) -> int:
+        stale = utcnow() - timedelta(seconds=self.offline_after)
+        with transaction(self.sessions) as s:
+            live = select(Worker.name).where(Worker.last_heartbeat >= stale)
+            ids = list(
+                s.scalars(
+                    select(Job.id)
+                    .where(
+                        Job.status == JobStatus.RUNNING,
+                        or_(Job.worker_name.is_(None), Job.worker_name.not_in(live)),
+                    )
+                    .limit(BATCH)
+                )
             )
-        )
-    if ids:
-        sent = enqueuer.send(ids)
-        log.info("reconciler re-sent %d of %d unsent job(s)", len(sent), len(ids))
-        return len(sent)
-    return 0
+            if ids:
+                s.execute(
+                    update(Job)
+                    .where(Job.id.in_(ids), Job.status == JobStatus.RUNNING)
+                    .values(status=JobStatus.QUEUED, enqueued_at=None, error="requeued: its worker went offline")
+                )
+        return len(self.enqueuer.send(ids)) if ids else 0
+
+    def fail_overdue(self) -> int:
+        overdue = utcnow() - timedelta(seconds=self.time_limit + self.offline_after)
+        with transaction(self.sessions) as s:
+            result = s.execute(
+                update(Job)
+                .where(and_(Job.status == JobStatus.RUNNING, Job.started_at < overdue))
+                .values(
+                    status=JobStatus.FAILED,
+                    finished_at=utcnow(),
+                    error=f"exceeded the hard time limit of {self.time_limit:.0f} s",
+                )
+            )
+        return result.rowcount or 0
+
+    def _ids(self, *where: object) -> list[str]:
+        with self.sessions() as s:
+            return list(s.scalars(select(Job.id).where(*where).order_by(Job.created_at).limit(BATCH)))
 
 
-class Reconciler(threading.Thread):
-    def __init__(self, sessions: sessionmaker[Session], enqueuer: Enqueuer, every: float = 10.0) -> None:
+class ReconcilerThread(threading.Thread):
+    def __init__(self, reconciler: Reconciler, every: float = 10.0) -> None:
         super().__init__(name="reconciler", daemon=True)
-        self.sessions, self.enqueuer, self.every = sessions, enqueuer, every
+        self.reconciler, self.every = reconciler, every
         self.stopped = threading.Event()
 
     def run(self) -> None:
         while not self.stopped.wait(self.every):
             try:
-                resend_unsent(self.sessions, self.enqueuer)
-            except Exception:  # the database may be restarting; the next round tries again
+                counts = self.reconciler.run_once()
+                if any(counts.values()):
+                    log.info("reconciler: %s", counts)
+            except Exception:  # the database or Redis may be restarting; the next round tries again
                 log.exception("reconciler round failed")

@@ -25,6 +25,9 @@ class JobCreate(BaseModel):
     num_images: int = Field(1, ge=1, le=8)
     output_format: OutputFormat = "png"
     quality: int = Field(95, ge=1, le=100)
+    truncate_prompt: bool = Field(
+        False, description="cut a prompt longer than the 512-token window instead of refusing it"
+    )
 
     @field_validator("prompt")
     @classmethod
@@ -58,6 +61,7 @@ class JobOut(BaseModel):
     attempts: int
     error: str | None
     cancel_requested: bool
+    recovery: str | None = Field(description="what a retry had to change, e.g. a stricter memory policy after OOM")
     worker_name: str | None
     device_name: str | None
     memory_policy: str | None
@@ -66,6 +70,29 @@ class JobOut(BaseModel):
     versions: dict[str, Any] | None
     test_model_noise: bool = Field(description="true when the tiny random test model made these images")
     images: list[ImageOut]
+
+
+class KeyCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    tenant: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
+    name: str = Field("", max_length=200)
+    is_admin: bool = False
+    max_queued_jobs: int | None = Field(None, ge=1)
+    submits_per_minute: int | None = Field(None, ge=1)
+
+
+class KeyOut(BaseModel):
+    id: int
+    tenant: str
+    name: str
+    prefix: str
+    is_admin: bool
+    max_queued_jobs: int | None
+    submits_per_minute: int | None
+    created_at: datetime
+    revoked_at: datetime | None
+    key: str | None = Field(None, description="the key itself: shown once, when it is created")
 
 
 class JobList(BaseModel):

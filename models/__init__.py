@@ -1,11 +1,13 @@
 """SQLAlchemy models and session helpers; imports nothing else of zfarm's."""
 
+from models.api_keys import ApiKey
 from models.base import Base
 from models.db import make_engine, make_session_factory
 from models.jobs import Image, Job, JobStatus
 from models.workers import Worker, WorkerState
 
 __all__ = [
+    "ApiKey",
     "Base",
     "Image",
     "Job",

@@ -4,7 +4,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint, false
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from models.base import Base, new_id, utcnow
@@ -29,6 +29,7 @@ class Job(Base):
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     status: Mapped[str] = mapped_column(String(16), default=JobStatus.QUEUED)
+    tenant: Mapped[str | None] = mapped_column(String(64), default=None, index=True)
 
     # what to render
     prompt: Mapped[str] = mapped_column(Text)
@@ -41,6 +42,7 @@ class Job(Base):
     num_images: Mapped[int] = mapped_column(Integer, default=1)
     output_format: Mapped[str] = mapped_column(String(8), default="png")
     quality: Mapped[int] = mapped_column(Integer, default=95)
+    truncate_prompt: Mapped[bool] = mapped_column(default=False, server_default=false())
 
     # when
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
@@ -52,6 +54,7 @@ class Job(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     error: Mapped[str | None] = mapped_column(Text, default=None)
     cancel_requested: Mapped[bool] = mapped_column(default=False)
+    recovery: Mapped[str | None] = mapped_column(Text, default=None)  # e.g. an OOM retried under a stricter policy
     enqueued_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
 
     # where and with what: the reproducibility record

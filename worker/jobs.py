@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+from celery.exceptions import SoftTimeLimitExceeded
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -16,9 +17,11 @@ from models.base import utcnow
 from models.db import transaction
 from models.jobs import FINAL_STATUSES
 from worker.images import encode_image
+from worker.recovery import render_with_recovery
 from worker.render import RenderCanceled, RenderError, RenderRequest, StepCallback
 from worker.runtime import Runtime
 from zfarm.storage import Storage, image_key
+from zfarm.token_window import MAX_TOKENS
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +36,7 @@ class JobContext:
     storage: Storage
     max_attempts: int
     offline_after_seconds: float
+    time_limit_seconds: int = 0
 
 
 def run_job(job_id: str, ctx: JobContext) -> str:
@@ -41,15 +45,21 @@ def run_job(job_id: str, ctx: JobContext) -> str:
     if isinstance(claimed, str):
         log.info("job %s not run: %s", job_id, claimed)
         return claimed
+    if (too_long := _over_token_window(claimed, ctx)) is not None:
+        return finish_without_images(job_id, ctx, JobStatus.FAILED, too_long)
     started = time.perf_counter()
     try:
-        images = ctx.runtime.render(claimed, on_step=_cancel_check(job_id, ctx))
+        images, notes = render_with_recovery(ctx.runtime, claimed, on_step=_cancel_check(job_id, ctx))
     except RenderCanceled:
         return finish_without_images(job_id, ctx, JobStatus.CANCELED, "canceled while running")
+    except SoftTimeLimitExceeded:
+        return finish_without_images(
+            job_id, ctx, JobStatus.FAILED, f"exceeded the time limit of {ctx.time_limit_seconds} s per job"
+        )
     except (RenderError, ValueError) as exc:
         return finish_without_images(job_id, ctx, JobStatus.FAILED, f"{type(exc).__name__}: {exc}")
     gpu_seconds = time.perf_counter() - started
-    store_results(job_id, ctx, claimed, images, gpu_seconds)
+    store_results(job_id, ctx, claimed, images, gpu_seconds, notes)
     return JobStatus.SUCCEEDED
 
 
@@ -99,8 +109,18 @@ def claim_job(job_id: str, ctx: JobContext) -> RenderRequest | str:
             steps=job.steps,
             guidance_scale=job.guidance_scale,
             seeds=[job.image_seed(i) for i in range(job.num_images)],
-            extra={"format": job.output_format, "quality": job.quality},
+            extra={"format": job.output_format, "quality": job.quality, "truncate_prompt": job.truncate_prompt},
         )
+
+
+def _over_token_window(req: RenderRequest, ctx: JobContext) -> str | None:
+    # The API refuses these when it has the tokenizer; this is the check for when it does not.
+    if req.extra.get("truncate_prompt"):
+        return None
+    for field, text in (("prompt", req.prompt), ("negative_prompt", req.negative_prompt)):
+        if text and (n := ctx.runtime.prompt_tokens(text)) > MAX_TOKENS:
+            return f"{field} is {n} tokens with the chat template; the text encoder reads at most {MAX_TOKENS}"
+    return None
 
 
 def _alive(s: Session, worker_name: str | None, ctx: JobContext) -> bool:
@@ -145,7 +165,9 @@ def generation_parameters(req: RenderRequest, seed: int, ctx: JobContext) -> dic
     }
 
 
-def store_results(job_id: str, ctx: JobContext, req: RenderRequest, images: list, gpu_seconds: float) -> None:
+def store_results(
+    job_id: str, ctx: JobContext, req: RenderRequest, images: list, gpu_seconds: float, notes: list[str]
+) -> None:
     fmt, quality = str(req.extra["format"]), int(req.extra["quality"])  # type: ignore[arg-type]
     rows = []
     for index, (image, seed) in enumerate(zip(images, req.seeds, strict=True)):
@@ -172,7 +194,13 @@ def store_results(job_id: str, ctx: JobContext, req: RenderRequest, images: list
         s.execute(
             update(Job)
             .where(Job.id == job_id)
-            .values(status=JobStatus.SUCCEEDED, finished_at=utcnow(), gpu_seconds=gpu_seconds, error=None)
+            .values(
+                status=JobStatus.SUCCEEDED,
+                finished_at=utcnow(),
+                gpu_seconds=gpu_seconds,
+                error=None,
+                recovery="; ".join(notes) or None,
+            )
         )
         _worker_done(s, ctx)
 

@@ -11,6 +11,7 @@ import torch
 from sqlalchemy import update
 from sqlalchemy.orm import Session, sessionmaker
 
+from broker_config.settings import get_broker_settings
 from models import Worker, WorkerState, make_engine, make_session_factory
 from models.base import utcnow
 from models.db import transaction
@@ -32,7 +33,10 @@ def start_worker_process(settings: FarmSettings, name: str) -> JobContext:
         requested_device=settings.device,
         models_dir=settings.models_dir,
         vae_tiling_min_pixels=settings.vae_tiling_min_pixels,
+        fault_injection=settings.fault_injection,
     )
+    if settings.fault_injection:
+        log.warning("%s: FAULT INJECTION IS ON (ZFARM_FAULT_INJECTION=1): prompt markers can kill this worker", name)
     register(sessions, name, runtime)
     Heartbeat(sessions, name, settings.heartbeat_seconds).start()
     # 2. Load the pipeline under the card's memory policy.
@@ -70,6 +74,7 @@ def start_worker_process(settings: FarmSettings, name: str) -> JobContext:
         storage=LocalStorage(settings.storage_dir),
         max_attempts=settings.max_attempts,
         offline_after_seconds=settings.worker_offline_after_seconds,
+        time_limit_seconds=get_broker_settings().job_time_limit_seconds,
     )
 
 

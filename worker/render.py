@@ -36,9 +36,12 @@ class RenderRequest:
 
 
 StepCallback = Callable[[int, int], None]
+OutputHook = Callable[[np.ndarray], np.ndarray]
 
 
-def render(pipe: ZImagePipeline, req: RenderRequest, on_step: StepCallback | None = None) -> list[PILImage.Image]:
+def render(
+    pipe: ZImagePipeline, req: RenderRequest, on_step: StepCallback | None = None, output_hook: OutputHook | None = None
+) -> list[PILImage.Image]:
     # 1. One CPU generator per image: image i equals a render of that seed alone, on any hardware.
     generators = [torch.Generator("cpu").manual_seed(seed) for seed in req.seeds]
 
@@ -62,6 +65,8 @@ def render(pipe: ZImagePipeline, req: RenderRequest, on_step: StepCallback | Non
     )
     # 3. Check before converting: the PIL conversion would turn NaN into a black image silently.
     arrays = np.asarray(output.images)
+    if output_hook is not None:
+        arrays = output_hook(arrays)
     guard_output(arrays)
     return pipe.numpy_to_pil(arrays)
 

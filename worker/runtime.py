@@ -12,7 +12,7 @@ import diffusers
 import torch
 import transformers
 
-from worker import memory
+from worker import faults, memory
 from worker.loading import ModelSource, load_pipeline, resolve_source
 from worker.render import RenderRequest, StepCallback, render
 
@@ -46,7 +46,10 @@ class Runtime:
     policy: str = "full"
     load_seconds: float = 0.0
     warmup_seconds: float = 0.0
+    fault_injection: bool = False
     pipe: object = field(default=None, repr=False)
+    base_policy: str = "full"
+    relief: list[str] = field(default_factory=list)
 
     def load(self) -> None:
         started = time.perf_counter()
@@ -57,6 +60,7 @@ class Runtime:
         self.policy = memory.choose_policy(self.requested_policy, self.device)
         pipe = load_pipeline(self.source, dtype)
         memory.apply_policy(pipe, self.policy, self.device)
+        self.base_policy = self.policy
         self.pipe = pipe
         self.load_seconds = time.perf_counter() - started
 
@@ -67,12 +71,56 @@ class Runtime:
             self.render(RenderRequest("warmup", side, side, steps=2, guidance_scale=0.0, seeds=[0]))
         self.warmup_seconds = time.perf_counter() - started
 
-    def render(self, req: RenderRequest, on_step: StepCallback | None = None) -> list:
+    def render(self, req: RenderRequest, on_step: StepCallback | None = None, try_index: int = 0) -> list:
         if self.pipe is None:
             raise RuntimeError("Runtime.render called before load()")
-        memory.set_vae_tiling(self.pipe, req.width * req.height >= self.vae_tiling_min_pixels)
+        fault = faults.fault_in(req.prompt) if self.fault_injection else None
+        faults.before_render(fault, try_index)
+        if "vae-tiling" not in self.relief:
+            memory.set_vae_tiling(self.pipe, req.width * req.height >= self.vae_tiling_min_pixels)
         with torch.inference_mode():
-            return render(self.pipe, req, on_step)
+            return render(self.pipe, req, on_step, output_hook=lambda a: faults.corrupt_output(fault, try_index, a))
+
+    def prompt_tokens(self, text: str) -> int:
+        """Tokens the text encoder would see, chat template included, exactly as the pipeline builds them."""
+        tok = self.pipe.tokenizer
+        wrapped = tok.apply_chat_template(
+            [{"role": "user", "content": text}], tokenize=False, add_generation_prompt=True, enable_thinking=True
+        )
+        return len(tok(wrapped, add_special_tokens=False)["input_ids"])
+
+    # Recovery steps for one job; restore() undoes them once the job is over.
+    def relieve_memory(self) -> str:
+        """After an out-of-memory error: VAE tiling, and on a GPU the next stricter policy."""
+        self.relief.append("vae-tiling")
+        memory.set_vae_tiling(self.pipe, True)
+        if self.device == "cuda":
+            torch.cuda.empty_cache()
+            stricter = memory.stricter(self.policy)
+            if stricter is not None:
+                self._switch_policy(stricter)
+                return f"out of memory under {self.base_policy}: retried with VAE tiling under {stricter}"
+        return f"out of memory under {self.policy}: retried with VAE tiling"
+
+    def upcast_vae(self) -> str:
+        """After NaN or black output: decode in float32, the usual cure for bf16 VAE overflow."""
+        self.relief.append("vae-fp32")
+        self.pipe.vae.to(torch.float32)
+        return "NaN or black output: retried with a float32 VAE decode"
+
+    def restore(self) -> None:
+        if not self.relief:
+            return
+        if "vae-fp32" in self.relief:
+            self.pipe.vae.to(torch.bfloat16 if self.device == "cuda" else torch.float32)
+        if self.policy != self.base_policy:
+            self._switch_policy(self.base_policy)
+        self.relief.clear()
+
+    def _switch_policy(self, policy: str) -> None:
+        self.pipe.remove_all_hooks()
+        memory.apply_policy(self.pipe, policy, self.device)
+        self.policy = policy
 
     @property
     def device_name(self) -> str:

@@ -6,12 +6,15 @@ import logging
 import os
 import socket
 
+from celery import Task
+from celery.exceptions import TimeLimitExceeded
 from celery.signals import worker_process_init, worker_process_shutdown
 from sqlalchemy.exc import OperationalError
 
 from broker_config.celery_app import app
 from broker_config.task_names import RENDER_JOB
 from models import WorkerState
+from worker.failures import mark_failed
 from worker.jobs import JobContext, run_job
 from worker.process import set_state, start_worker_process
 from zfarm.settings import get_settings
@@ -36,8 +39,20 @@ def _stop_child(**_: object) -> None:
         set_state(_ctx.sessions, _ctx.name, WorkerState.OFFLINE, current_job_id=None)
 
 
-@app.task(name=RENDER_JOB, bind=True, max_retries=None)
-def render_job(self, job_id: str) -> str:  # type: ignore[no-untyped-def]
+class RenderTask(Task):
+    def on_failure(self, exc, task_id, args, kwargs, einfo) -> None:  # type: ignore[no-untyped-def]
+        # Runs in the child for an unexpected error, and in the parent for a hard time limit (the child
+        # was killed mid-job). Either way the job gets a final status with the reason.
+        job_id = args[0] if args else kwargs.get("job_id")
+        if isinstance(exc, TimeLimitExceeded):
+            reason = f"killed at the hard time limit of {exc.args[0] if exc.args else '?'} s"
+        else:
+            reason = f"worker error: {type(exc).__name__}: {exc}"
+        mark_failed(get_settings().resolved_database_url, job_id, reason, worker_name())
+
+
+@app.task(name=RENDER_JOB, bind=True, base=RenderTask, max_retries=None)
+def render_job(self: RenderTask, job_id: str) -> str:
     if _ctx is None:
         raise RuntimeError("worker process was not initialised (worker_process_init did not run)")
     try:
@@ -45,4 +60,4 @@ def render_job(self, job_id: str) -> str:  # type: ignore[no-untyped-def]
     except OperationalError as exc:
         # The database is away (restart, failover): try the same job again shortly, do not fail it.
         log.warning("database unavailable while running job %s: %s", job_id, exc)
-        raise self.retry(exc=exc, countdown=5) from exc
+        raise self.retry(exc=exc, countdown=3) from exc

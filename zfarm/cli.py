@@ -28,15 +28,15 @@ def main() -> None:
 @main.command()
 def up() -> None:
     """Start the whole farm in one process tree; Ctrl-C stops all of it."""
-    from zfarm.embedded import Farm, install_signal_handlers
+    from zfarm.embedded import Farm, install_signal_handlers, open_on_loopback
 
-    farm = Farm(get_settings())
+    farm = Farm(open_on_loopback(get_settings()))
     stop = [False]
     install_signal_handlers(stop)
     code = 1
     try:
         farm.start()
-        click.echo("zfarm is up (open on 127.0.0.1, no API keys):")
+        click.echo("zfarm is up:")
         for line in farm.describe():
             click.echo("  " + line)
         click.echo("Ctrl-C stops everything.")
@@ -56,7 +56,14 @@ def api() -> None:
     from api.app import create_app
 
     s = get_settings()
-    click.echo(f"zfarm api on http://{s.api_host}:{s.api_port} (database {s.resolved_database_url.split('@')[-1]})")
+    if not s.auth and not s.api_is_loopback:
+        raise click.ClickException(
+            f"ZFARM_AUTH=false is refused on ZFARM_API_HOST={s.api_host}: an open API may only bind a loopback address"
+        )
+    click.echo(
+        f"zfarm api on http://{s.api_host}:{s.api_port} (database {s.resolved_database_url.split('@')[-1]}, "
+        f"{'API keys required' if s.auth else 'OPEN: no API keys'})"
+    )
     uvicorn.run(create_app(s), host=s.api_host, port=s.api_port, log_level="info")
 
 
@@ -131,6 +138,68 @@ def demo(catalog: Path | None, out: Path | None) -> None:
     from zfarm.demo import run_demo
 
     sys.exit(run_demo(get_settings(), catalog, out))
+
+
+@main.group()
+def keys() -> None:
+    """Create, list and revoke API keys (writes the database directly: an operator's tool)."""
+
+
+def _key_session():  # type: ignore[no-untyped-def]
+    from models import make_engine, make_session_factory
+
+    return make_session_factory(make_engine(get_settings().resolved_database_url))()
+
+
+@keys.command("create")
+@click.option("--tenant", required=True)
+@click.option("--name", default="")
+@click.option("--admin", is_flag=True, help="May list workers, read metrics and manage keys.")
+@click.option("--max-queued-jobs", type=int, default=None)
+@click.option("--submits-per-minute", type=int, default=None)
+def keys_create(
+    tenant: str, name: str, admin: bool, max_queued_jobs: int | None, submits_per_minute: int | None
+) -> None:
+    """Create a key and print it once (only its hash is stored)."""
+    from api.keys import create_key
+    from api.schemas import KeyCreate
+
+    body = KeyCreate(
+        tenant=tenant, name=name, is_admin=admin, max_queued_jobs=max_queued_jobs, submits_per_minute=submits_per_minute
+    )
+    with _key_session() as session:
+        row, key = create_key(session, **body.model_dump())
+    click.echo(f"key {row.id} for tenant {row.tenant}{' (admin)' if row.is_admin else ''}: {key}")
+    click.echo("store it now: it is not shown again", err=True)
+
+
+@keys.command("list")
+def keys_list() -> None:
+    """List keys (prefixes only)."""
+    from sqlalchemy import select
+
+    from models import ApiKey
+
+    with _key_session() as session:
+        for k in session.scalars(select(ApiKey).order_by(ApiKey.id)):
+            state = "revoked" if k.revoked_at else "active"
+            click.echo(f"{k.id:>4} {k.prefix}... tenant={k.tenant} admin={k.is_admin} {state} {k.name}")
+
+
+@keys.command("revoke")
+@click.argument("key_id", type=int)
+def keys_revoke(key_id: int) -> None:
+    """Revoke a key by its id."""
+    from models import ApiKey
+    from models.base import utcnow
+
+    with _key_session() as session:
+        row = session.get(ApiKey, key_id)
+        if row is None:
+            raise click.ClickException(f"API key {key_id} not found")
+        row.revoked_at = row.revoked_at or utcnow()
+        session.commit()
+    click.echo(f"revoked key {key_id}")
 
 
 # ---- the client side ------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ import httpx
 from tqdm import tqdm
 
 from zfarm.client import FINAL, Client
-from zfarm.embedded import Farm, install_signal_handlers, pick_free_ports
+from zfarm.embedded import Farm, install_signal_handlers, open_on_loopback, pick_free_ports
 from zfarm.settings import DEFAULT_MODEL, TINY_MODEL, FarmSettings
 
 TEMPLATE = "studio product photo of a {material} {product} on {setting}, soft light, 85mm, high detail"
@@ -47,7 +47,7 @@ def run_demo(settings: FarmSettings, catalog: Path | None, out: Path | None) -> 
         click.secho("=" * len(banner) + "\n" + banner + "\n" + "=" * len(banner), fg="yellow", bold=True)
     rows = load_catalog(catalog)
     out = (out or settings.data_dir / "demo").resolve()
-    settings = pick_free_ports(settings)
+    settings = open_on_loopback(pick_free_ports(settings))
     farm = Farm(settings, log_dir=settings.data_dir.resolve() / "logs")
     stop = [False]
     install_signal_handlers(stop)

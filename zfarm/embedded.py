@@ -71,6 +71,7 @@ class Farm:
                 "ZFARM_FLOWER_PORT": str(s.flower_port),
                 "ZFARM_MODEL": s.model,
                 "ZFARM_MEMORY_POLICY": s.memory_policy,
+                "ZFARM_AUTH": "true" if s.auth else "false",
                 "PYTHONUNBUFFERED": "1",
             }
         )
@@ -107,7 +108,8 @@ class Farm:
         embedded = any(c.name == "redis" for c in self.children)
         redis_dir = s.data_dir.resolve() / "redis"
         return [
-            f"api      {self.api_url}  (docs {self.api_url}/docs)",
+            f"api      {self.api_url}  (docs {self.api_url}/docs)"
+            + ("" if s.auth else "  OPEN: no API keys, loopback only"),
             f"flower   http://127.0.0.1:{s.flower_port}  (user {s.flower_user}, password {self.flower_password})",
             f"redis    {_mask(self.redis_url)}" + (f"  (embedded, append-only in {redis_dir})" if embedded else ""),
             f"database {_mask(s.resolved_database_url)}",
@@ -197,3 +199,10 @@ def install_signal_handlers(stop_flag: list[bool]) -> None:
 
 def data_path(settings: FarmSettings, *parts: str) -> Path:
     return settings.data_dir.resolve().joinpath(*parts)
+
+
+def open_on_loopback(settings: FarmSettings) -> FarmSettings:
+    """The embedded farm runs without API keys unless ZFARM_AUTH is set, and only on a loopback address."""
+    if "ZFARM_AUTH" not in os.environ and settings.api_is_loopback:
+        return settings.model_copy(update={"auth": False})
+    return settings

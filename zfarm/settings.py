@@ -45,7 +45,16 @@ class FarmSettings(BaseSettings):
     worker_offline_after_seconds: float = Field(30.0, gt=0)
     max_attempts: int = Field(3, ge=1, le=100)
 
+    fault_injection: bool = False
     max_prompt_chars: int = Field(4000, ge=1, le=100_000)
+    max_pixels: int = Field(2048 * 2048, ge=256 * 256, le=2048 * 2048)
+
+    # Security and fairness. `zfarm up` turns auth off only when the API binds a loopback address.
+    auth: bool = True
+    max_queued_jobs_per_tenant: int = Field(10_000, ge=1)
+    submits_per_minute_per_tenant: int = Field(600, ge=1)
+    max_json_bytes: int = Field(256 * 1024, ge=1024)
+    max_upload_bytes: int = Field(64 * 1024 * 1024, ge=1024)
 
     @field_validator("model")
     @classmethod
@@ -60,6 +69,10 @@ class FarmSettings(BaseSettings):
         if value is not None and "://" not in value:
             raise ValueError(f"must be a URL with a scheme, like redis://host:6379/0 (got {value!r})")
         return value
+
+    @property
+    def api_is_loopback(self) -> bool:
+        return self.api_host in ("127.0.0.1", "localhost", "::1")
 
     @property
     def resolved_database_url(self) -> str:

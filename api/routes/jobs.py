@@ -6,6 +6,7 @@ from fastapi import APIRouter, HTTPException, Request, Response, status
 from fastapi.responses import FileResponse, StreamingResponse
 from sqlalchemy import select
 
+from api.auth import PrincipalDep
 from api.deps import EnqueuerDep, SessionDep, StorageDep
 from api.schemas import MAX_SEED, ImageOut, JobCreate, JobList, JobOut
 from models import Job, JobStatus
@@ -43,6 +44,7 @@ def job_out(job: Job, request: Request) -> JobOut:
         attempts=job.attempts,
         error=job.error,
         cancel_requested=job.cancel_requested,
+        recovery=job.recovery,
         worker_name=job.worker_name,
         device_name=job.device_name,
         memory_policy=job.memory_policy,
@@ -66,9 +68,10 @@ def job_out(job: Job, request: Request) -> JobOut:
     )
 
 
-def _get_job(session: SessionDep, job_id: str) -> Job:
+def _get_job(session: SessionDep, job_id: str, principal: PrincipalDep) -> Job:
     job = session.get(Job, job_id)
-    if job is None:
+    # Another tenant's job answers exactly like a job that does not exist.
+    if job is None or (principal.tenant is not None and job.tenant != principal.tenant):
         raise HTTPException(status_code=404, detail=f"job {job_id!r} not found")
     return job
 
@@ -104,23 +107,27 @@ def create_job(
 
 
 @router.get("", response_model=JobList)
-def list_jobs(session: SessionDep, request: Request, status: JobStatus | None = None, limit: int = 50) -> JobList:
+def list_jobs(
+    session: SessionDep, request: Request, principal: PrincipalDep, status: JobStatus | None = None, limit: int = 50
+) -> JobList:
     if not 1 <= limit <= 500:
         raise HTTPException(422, detail=f"limit: must be between 1 and 500 (got {limit})")
     query = select(Job).order_by(Job.created_at.desc()).limit(limit)
     if status is not None:
         query = query.where(Job.status == status)
+    if principal.tenant is not None:
+        query = query.where(Job.tenant == principal.tenant)
     return JobList(jobs=[job_out(j, request) for j in session.scalars(query)])
 
 
 @router.get("/{job_id}", response_model=JobOut, name="get_job")
-def get_job(job_id: str, session: SessionDep, request: Request) -> JobOut:
-    return job_out(_get_job(session, job_id), request)
+def get_job(job_id: str, session: SessionDep, request: Request, principal: PrincipalDep) -> JobOut:
+    return job_out(_get_job(session, job_id, principal), request)
 
 
 @router.delete("/{job_id}", response_model=JobOut)
-def cancel_job(job_id: str, session: SessionDep, request: Request) -> JobOut:
-    job = _get_job(session, job_id)
+def cancel_job(job_id: str, session: SessionDep, request: Request, principal: PrincipalDep) -> JobOut:
+    job = _get_job(session, job_id, principal)
     if job.status in FINAL_STATUSES:
         raise HTTPException(409, detail=f"job {job_id} is already {job.status}; only queued or running jobs cancel")
     job.cancel_requested = True
@@ -137,8 +144,10 @@ def cancel_job(job_id: str, session: SessionDep, request: Request) -> JobOut:
     response_class=Response,
     responses={200: {"content": {m: {} for m in MEDIA_TYPES.values()}}},
 )
-def get_job_image(job_id: str, index: int, session: SessionDep, storage: StorageDep) -> Response:
-    job = _get_job(session, job_id)
+def get_job_image(
+    job_id: str, index: int, session: SessionDep, storage: StorageDep, principal: PrincipalDep
+) -> Response:
+    job = _get_job(session, job_id, principal)
     image = next((im for im in job.images if im.index == index), None)
     if image is None:
         raise HTTPException(

@@ -5,6 +5,7 @@ from datetime import timedelta
 from fastapi import APIRouter
 from sqlalchemy import select
 
+from api.auth import AdminDep
 from api.deps import SessionDep, SettingsDep
 from api.schemas import WorkerList, WorkerOut
 from models import Worker, WorkerState
@@ -14,7 +15,7 @@ router = APIRouter(prefix="/v1/workers", tags=["workers"])
 
 
 @router.get("", response_model=WorkerList)
-def list_workers(session: SessionDep, settings: SettingsDep) -> WorkerList:
+def list_workers(session: SessionDep, settings: SettingsDep, _admin: AdminDep) -> WorkerList:
     stale_before = utcnow() - timedelta(seconds=settings.worker_offline_after_seconds)
     out = []
     for w in session.scalars(select(Worker).order_by(Worker.name)):

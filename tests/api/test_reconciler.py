@@ -9,7 +9,7 @@ import redis
 from celery import Celery
 
 from api.enqueue import Enqueuer
-from api.reconciler import resend_unsent
+from api.reconciler import Reconciler
 from broker_config.celery_app import app as celery_app
 from broker_config.settings import get_broker_settings
 from migrations.runner import upgrade
@@ -41,11 +41,12 @@ def test_job_left_unsent_while_broker_was_down_is_resent(tmp_path: Path, redis_u
     r = redis.Redis.from_url(redis_url)
     before = r.llen(queue)
     # when
-    resent = resend_unsent(sessions, Enqueuer(celery_app, sessions, queue))
+    reconciler = Reconciler(sessions, Enqueuer(celery_app, sessions, queue), redis_url)
+    resent = reconciler.resend_unsent()
     # then
     assert resent == 1
     assert r.llen(queue) == before + 1
     with sessions() as s:
         assert s.get(Job, job.id).enqueued_at is not None
-    assert resend_unsent(sessions, Enqueuer(celery_app, sessions, queue)) == 0
+    assert reconciler.resend_unsent() == 0
     r.delete(queue)

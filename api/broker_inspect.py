@@ -1,0 +1,35 @@
+"""Which job ids Redis holds right now: waiting in a queue or delivered and not yet acknowledged."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import redis
+
+# kombu's Redis transport keeps delivered-but-unacked messages in this hash.
+UNACKED_HASH = "unacked"
+
+
+def _job_id(raw: bytes | str) -> str | None:
+    try:
+        message = json.loads(raw)
+        if isinstance(message, list):  # unacked entries are [message, exchange, routing_key]
+            message = message[0]
+        body = message["body"]
+        if message.get("properties", {}).get("body_encoding") == "base64":
+            body = base64.b64decode(body)
+        args = json.loads(body)[0]
+        return str(args[0]) if args else None
+    except (ValueError, KeyError, IndexError, TypeError):
+        return None
+
+
+def job_ids_in_broker(client: redis.Redis, queue: str) -> set[str]:
+    ids: set[str] = set()
+    # The queue and any priority sub-lists kombu made for it share its name as a prefix.
+    for key in client.scan_iter(match=f"{queue}*", count=100):
+        if client.type(key) in (b"list", "list"):
+            ids.update(i for i in map(_job_id, client.lrange(key, 0, -1)) if i)
+    ids.update(i for i in map(_job_id, client.hvals(UNACKED_HASH)) if i)
+    return ids
