@@ -1,4 +1,8 @@
-"""Refuses request bodies over the size limit with 413, before they are read into memory."""
+"""Refuses request bodies over the size limit with 413, before the app parses them.
+
+The body is read up to the limit and handed on in one piece: parsers never see a cut body, and a
+chunked body (no Content-Length) or one that lies about its length is counted, not trusted.
+"""
 
 from __future__ import annotations
 
@@ -20,24 +24,29 @@ class BodyLimit:
         if declared is not None and declared.isdigit() and int(declared) > limit:
             await _too_large(send, limit)
             return
-        seen = 0
-
-        async def counted() -> Message:
-            nonlocal seen
+        chunks, size = [], 0
+        while True:
             message = await receive()
-            seen += len(message.get("body", b""))
-            if seen > limit:  # a chunked body with no length header, or a lying one
-                raise _TooLarge
-            return message
+            if message["type"] == "http.disconnect":
+                return
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            if size > limit:
+                await _too_large(send, limit)
+                return
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        replayed = False
 
-        try:
-            await self.app(scope, counted, send)
-        except _TooLarge:
-            await _too_large(send, limit)
+        async def replay() -> Message:
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
 
-
-class _TooLarge(Exception):
-    pass
+        await self.app(scope, replay, send)
 
 
 async def _too_large(send: Send, limit: int) -> None:

@@ -1,13 +1,16 @@
 from __future__ import annotations
 
 import secrets
+from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Request, Response, status
+from fastapi import APIRouter, HTTPException, Query, Request, Response, status
+from fastapi import Path as FPath
 from fastapi.responses import FileResponse, StreamingResponse
 from sqlalchemy import select
 
 from api.auth import PrincipalDep
-from api.deps import EnqueuerDep, SessionDep, StorageDep
+from api.deps import EnqueuerDep, SessionDep, SettingsDep, StorageDep
+from api.prompt_checks import check_job
 from api.schemas import MAX_SEED, ImageOut, JobCreate, JobList, JobOut
 from models import Job, JobStatus
 from models.base import utcnow
@@ -78,10 +81,20 @@ def _get_job(session: SessionDep, job_id: str, principal: PrincipalDep) -> Job:
 
 @router.post("", status_code=status.HTTP_202_ACCEPTED, response_model=JobOut)
 def create_job(
-    body: JobCreate, session: SessionDep, enqueuer: EnqueuerDep, request: Request, response: Response
+    body: JobCreate,
+    session: SessionDep,
+    enqueuer: EnqueuerDep,
+    request: Request,
+    response: Response,
+    principal: PrincipalDep,
+    settings: SettingsDep,
 ) -> JobOut:
+    check_job(body, settings)
+    request.app.state.quotas.check_submit(session, principal)
     # 1. Commit the row first: a 202 means the job exists even if Redis is down right now.
     job = Job(
+        tenant=principal.tenant,
+        truncate_prompt=body.truncate_prompt,
         prompt=body.prompt,
         negative_prompt=body.negative_prompt,
         width=body.width,
@@ -108,10 +121,12 @@ def create_job(
 
 @router.get("", response_model=JobList)
 def list_jobs(
-    session: SessionDep, request: Request, principal: PrincipalDep, status: JobStatus | None = None, limit: int = 50
+    session: SessionDep,
+    request: Request,
+    principal: PrincipalDep,
+    status: JobStatus | None = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> JobList:
-    if not 1 <= limit <= 500:
-        raise HTTPException(422, detail=f"limit: must be between 1 and 500 (got {limit})")
     query = select(Job).order_by(Job.created_at.desc()).limit(limit)
     if status is not None:
         query = query.where(Job.status == status)
@@ -145,7 +160,11 @@ def cancel_job(job_id: str, session: SessionDep, request: Request, principal: Pr
     responses={200: {"content": {m: {} for m in MEDIA_TYPES.values()}}},
 )
 def get_job_image(
-    job_id: str, index: int, session: SessionDep, storage: StorageDep, principal: PrincipalDep
+    job_id: str,
+    index: Annotated[int, FPath(ge=0, le=7)],
+    session: SessionDep,
+    storage: StorageDep,
+    principal: PrincipalDep,
 ) -> Response:
     job = _get_job(session, job_id, principal)
     image = next((im for im in job.images if im.index == index), None)

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
-from fastapi import APIRouter, HTTPException, status
+from typing import Annotated
+
+from fastapi import APIRouter, HTTPException, Path, status
 from sqlalchemy import select
 
 from api.auth import AdminDep
@@ -29,7 +31,7 @@ def list_keys(session: SessionDep, _admin: AdminDep) -> list[KeyOut]:
 
 
 @router.delete("/{key_id}", response_model=KeyOut)
-def revoke_key(key_id: int, session: SessionDep, _admin: AdminDep) -> KeyOut:
+def revoke_key(key_id: Annotated[int, Path(ge=1, le=2**31 - 1)], session: SessionDep, _admin: AdminDep) -> KeyOut:
     row = session.get(ApiKey, key_id)
     if row is None:
         raise HTTPException(404, detail=f"API key {key_id} not found")
