@@ -22,7 +22,10 @@ from zfarm.storage import LocalStorage
 
 
 def create_app(
-    settings: FarmSettings | None = None, celery: Celery | None = None, reconcile_every: float = 10.0
+    settings: FarmSettings | None = None,
+    celery: Celery | None = None,
+    reconcile_every: float = 10.0,
+    queue: str | None = None,
 ) -> FastAPI:
     settings = settings or get_settings()
     if celery is None:
@@ -30,13 +33,15 @@ def create_app(
     engine = make_engine(settings.resolved_database_url)
     sessions = make_session_factory(engine)
     broker = get_broker_settings()
-    enqueuer = Enqueuer(celery, sessions, broker.queue)
+    enqueuer = Enqueuer(celery, sessions, queue or broker.queue)
+    redis_url = str(celery.conf.broker_url)
     reconciler = Reconciler(
         sessions,
         enqueuer,
-        broker.redis_url,
+        redis_url,
         offline_after=settings.worker_offline_after_seconds,
         time_limit=broker.job_time_limit_seconds,
+        lost_after=settings.reconcile_lost_after_seconds,
     )
 
     @asynccontextmanager
@@ -59,7 +64,7 @@ def create_app(
     app.state.enqueuer = enqueuer
     app.state.celery = celery
     app.state.reconciler = reconciler
-    app.state.quotas = Quotas(broker.redis_url, settings)
+    app.state.quotas = Quotas(redis_url, settings)
     app.add_middleware(BodyLimit, max_json_bytes=settings.max_json_bytes, max_upload_bytes=settings.max_upload_bytes)
     app.add_exception_handler(RequestValidationError, validation_handler)
     app.include_router(health.router)

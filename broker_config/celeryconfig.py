@@ -24,7 +24,8 @@ task_acks_late = True
 task_reject_on_worker_lost = True
 worker_prefetch_multiplier = 1
 task_time_limit = _s.job_time_limit_seconds
-task_soft_time_limit = max(_s.job_time_limit_seconds - 30, 5)
+# The soft limit raises inside the job so it can fail with its reason; the hard limit kills what ignores it.
+task_soft_time_limit = _s.job_time_limit_seconds - max(2.0, min(30.0, _s.job_time_limit_seconds * 0.1))
 
 task_default_queue = _s.queue
 task_queues = (Queue(_s.queue),)

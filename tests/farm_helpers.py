@@ -8,15 +8,18 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from fastapi.testclient import TestClient
 from sqlalchemy import select
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from api.app import create_app
+from broker_config.celery_app import make_celery
 from migrations.runner import upgrade
 from models import Job, Worker, make_engine, make_session_factory
 from zfarm.settings import FarmSettings
@@ -81,8 +84,16 @@ def worker_state(sessions: sessionmaker[Session], name: str) -> str | None:
 
 
 def job_status(sessions: sessionmaker[Session], job_id: str) -> str | None:
+    try:
+        with sessions() as s:
+            return s.scalar(select(Job.status).where(Job.id == job_id))
+    except OperationalError:  # the database is restarting (a fault test): ask again next round
+        return None
+
+
+def worker_pid(sessions: sessionmaker[Session], name: str) -> int | None:
     with sessions() as s:
-        return s.scalar(select(Job.status).where(Job.id == job_id))
+        return s.scalar(select(Worker.pid).where(Worker.name == name))
 
 
 @dataclass
@@ -93,6 +104,12 @@ class LiveFarm:
     worker: subprocess.Popen[bytes]
     worker_name: str
     log: Path
+    workers: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    def submit(self, **body: object) -> str:
+        response = self.api.post("/v1/jobs", json={"width": 256, "height": 256, **body})
+        assert response.status_code == 202, response.text
+        return response.json()["id"]
 
     def wait_job(self, job_id: str, timeout: float = 60) -> dict:
         final = {"succeeded", "failed", "canceled", "dead"}
@@ -100,18 +117,43 @@ class LiveFarm:
         return self.api.get(f"/v1/jobs/{job_id}").json()
 
 
+def wait_ready(sessions: sessionmaker[Session], name: str, proc: subprocess.Popen[bytes], log: Path) -> None:
+    wait_for(lambda: worker_state(sessions, name) == "ready" or proc.poll() is not None, 240, f"{name} ready")
+    assert proc.poll() is None, f"worker exited during start-up:\n{log.read_text()[-3000:]}"
+
+
 @contextlib.contextmanager
-def live_farm(database_url: str, data_dir: Path, name: str = "test-cpu0@localhost") -> Iterator[LiveFarm]:
+def live_farm(
+    database_url: str,
+    data_dir: Path,
+    name: str = "test-cpu0@localhost",
+    redis_url: str | None = None,
+    workers: int = 1,
+    **worker_extra: str,
+) -> Iterator[LiveFarm]:
+    """An in-process API and `workers` real worker processes (named name, name-2, ...) on one database."""
     upgrade(database_url)
-    settings = FarmSettings(data_dir=data_dir, database_url=database_url, worker_offline_after_seconds=10)
+    settings = FarmSettings(
+        data_dir=data_dir, database_url=database_url, worker_offline_after_seconds=10, reconcile_lost_after_seconds=3
+    )
     sessions = make_session_factory(make_engine(database_url))
-    log = data_dir / f"{name.split('@')[0]}.log"
     data_dir.mkdir(parents=True, exist_ok=True)
-    proc = start_worker(database_url, data_dir, name, log)
+    if redis_url is not None:
+        worker_extra["ZFARM_REDIS_URL"] = redis_url
+    names = [name] + [name.replace("@", f"-{i}@") for i in range(2, workers + 1)]
+    # A queue of its own: farms alive at once in one test run must not take each other's messages.
+    queue = f"{os.environ['ZFARM_QUEUE']}-{uuid.uuid4().hex[:6]}"
+    worker_extra["ZFARM_QUEUE"] = queue
+    procs = []
     try:
-        wait_for(lambda: worker_state(sessions, name) == "ready" or proc.poll() is not None, 120, "worker ready")
-        assert proc.poll() is None, f"worker exited during start-up:\n{log.read_text()[-3000:]}"
-        with TestClient(create_app(settings, reconcile_every=1.0)) as api:
-            yield LiveFarm(api, sessions, settings, proc, name, log)
+        for n in names:
+            log = data_dir / f"{n.split('@')[0]}.log"
+            procs.append(start_worker(database_url, data_dir, n, log, **worker_extra))
+        for n, proc in zip(names, procs, strict=True):
+            wait_ready(sessions, n, proc, data_dir / f"{n.split('@')[0]}.log")
+        celery = make_celery(redis_url) if redis_url else None
+        with TestClient(create_app(settings, celery=celery, reconcile_every=1.0, queue=queue)) as api:
+            yield LiveFarm(api, sessions, settings, procs[0], name, data_dir / f"{name.split('@')[0]}.log", procs)
     finally:
-        stop_process_group(proc)
+        for proc in procs:
+            stop_process_group(proc)

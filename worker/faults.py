@@ -3,7 +3,8 @@
 Off unless ZFARM_FAULT_INJECTION=1 (the worker says so loudly at start). A marker in the prompt picks
 the fault: `[[fault:kill]]` kills the worker process, `[[fault:oom]]` / `[[fault:oom-once]]` raise CUDA
 out-of-memory always / on the first try, `[[fault:nan]]` / `[[fault:nan-once]]` make NaN pixels,
-`[[fault:hang]]` never returns (until the time limit).
+`[[fault:hang]]` never returns (until the soft time limit), `[[fault:hang-hard]]` ignores the soft limit
+too (as a stuck CUDA kernel would), so only the hard limit's kill ends it.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import numpy as np
 import torch
 
 _MARKER = re.compile(r"\[\[fault:([a-z-]+)\]\]")
-KNOWN = {"kill", "oom", "oom-once", "nan", "nan-once", "hang"}
+KNOWN = {"kill", "oom", "oom-once", "nan", "nan-once", "hang", "hang-hard"}
 
 
 def fault_in(prompt: str) -> str | None:
@@ -34,6 +35,10 @@ def before_render(fault: str | None, try_index: int) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
     if fault == "oom" or (fault == "oom-once" and try_index == 0):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB (injected fault)")
+    if fault == "hang-hard":
+        signal.signal(signal.SIGUSR1, signal.SIG_IGN)  # Celery's soft limit arrives as SIGUSR1
+        while True:
+            time.sleep(0.1)
     if fault == "hang":
         while True:  # sleeps in short slices so the soft time limit's signal can interrupt it
             time.sleep(0.1)

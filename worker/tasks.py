@@ -6,6 +6,7 @@ import logging
 import os
 import socket
 
+from billiard.exceptions import WorkerLostError
 from celery import Task
 from celery.exceptions import TimeLimitExceeded
 from celery.signals import worker_process_init, worker_process_shutdown
@@ -44,6 +45,8 @@ class RenderTask(Task):
         # Runs in the child for an unexpected error, and in the parent for a hard time limit (the child
         # was killed mid-job). Either way the job gets a final status with the reason.
         job_id = args[0] if args else kwargs.get("job_id")
+        if isinstance(exc, WorkerLostError):
+            return  # the child died mid-job: reject_on_worker_lost requeued the message, the job will run again
         if isinstance(exc, TimeLimitExceeded):
             reason = f"killed at the hard time limit of {exc.args[0] if exc.args else '?'} s"
         else:
