@@ -10,6 +10,7 @@ from typing import Any
 
 from celery.exceptions import SoftTimeLimitExceeded
 from sqlalchemy import delete, select, update
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from models import Image, Job, JobStatus, Worker
@@ -142,9 +143,13 @@ def _cancel_check(job_id: str, ctx: JobContext) -> StepCallback:
         if now - last[0] < CANCEL_POLL_SECONDS:
             return
         last[0] = now
-        with ctx.sessions() as s:
-            if s.scalar(select(Job.cancel_requested).where(Job.id == job_id)):
-                raise RenderCanceled(job_id)
+        try:
+            with ctx.sessions() as s:
+                canceled = s.scalar(select(Job.cancel_requested).where(Job.id == job_id))
+        except OperationalError:
+            return  # the database is restarting: keep rendering, the next poll asks again
+        if canceled:
+            raise RenderCanceled(job_id)
 
     return on_step
 

@@ -22,7 +22,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def redis_command(directory: Path, port: int) -> list[str]:
+def redis_command(directory: Path, port: int, persistent: bool = True) -> list[str]:
     # Append-only file on: queued job ids survive a restart of the farm.
     return [
         redis_binary(),
@@ -33,7 +33,7 @@ def redis_command(directory: Path, port: int) -> list[str]:
         "--dir",
         str(directory),
         "--appendonly",
-        "yes",
+        "yes" if persistent else "no",
         "--save",
         "",
         "--daemonize",
@@ -64,10 +64,12 @@ def wait_for_redis(url: str, timeout: float = 20.0) -> None:
             client.close()
 
 
-def start_embedded_redis(directory: Path, port: int | None = None) -> tuple[subprocess.Popen[bytes], str]:
+def start_embedded_redis(
+    directory: Path, port: int | None = None, persistent: bool = True
+) -> tuple[subprocess.Popen[bytes], str]:
     directory.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
-    proc = subprocess.Popen(redis_command(directory, port), start_new_session=True)
+    proc = subprocess.Popen(redis_command(directory, port, persistent), start_new_session=True)
     url = f"redis://127.0.0.1:{port}/0"
     try:
         wait_for_redis(url)
