@@ -24,7 +24,7 @@ from zfarm.storage import LocalStorage
 def create_app(
     settings: FarmSettings | None = None,
     celery: Celery | None = None,
-    reconcile_every: float = 10.0,
+    reconcile_every: float | None = None,
     queue: str | None = None,
 ) -> FastAPI:
     settings = settings or get_settings()
@@ -46,7 +46,7 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        thread = ReconcilerThread(reconciler, every=reconcile_every)
+        thread = ReconcilerThread(reconciler, every=reconcile_every or settings.reconcile_every_seconds)
         thread.start()
         yield
         thread.stopped.set()

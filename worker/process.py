@@ -12,7 +12,7 @@ from sqlalchemy import update
 from sqlalchemy.orm import Session, sessionmaker
 
 from broker_config.settings import get_broker_settings
-from models import Worker, WorkerState, make_engine, make_session_factory
+from models import Job, JobStatus, Worker, WorkerState, make_engine, make_session_factory
 from models.base import utcnow
 from models.db import transaction
 from worker.jobs import JobContext
@@ -90,6 +90,13 @@ def register(sessions: sessionmaker[Session], name: str, runtime: Runtime) -> No
         )
         row.model_id, row.memory_policy = runtime.model, runtime.requested_policy
         s.add(row)
+        # A process that just started runs nothing: jobs still marked running under this name were cut off
+        # with the process before it (kill -9 of the whole worker). Back to the queue; the reconciler sends them.
+        s.execute(
+            update(Job)
+            .where(Job.status == JobStatus.RUNNING, Job.worker_name == name)
+            .values(status=JobStatus.QUEUED, enqueued_at=None, error="requeued: its worker restarted")
+        )
 
 
 def set_state(sessions: sessionmaker[Session], name: str, state: WorkerState, **values: object) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import tempfile
 from pathlib import Path
 
 import torch
@@ -84,15 +85,29 @@ def build_tiny_pipeline(seed: int = 0) -> ZImagePipeline:
     )
 
 
-def ensure_tiny_model(directory: Path) -> Path:
-    """Build and save the tiny pipeline once; later calls reuse what is on disk."""
+def _is_complete(directory: Path) -> bool:
     marker = directory / _MARKER
-    if marker.is_file() and json.loads(marker.read_text()).get("version") == TINY_VERSION:
+    return marker.is_file() and json.loads(marker.read_text()).get("version") == TINY_VERSION
+
+
+def ensure_tiny_model(directory: Path) -> Path:
+    """Build and save the tiny pipeline once; later calls, and other worker processes, reuse it."""
+    if _is_complete(directory):
         return directory
-    staging = directory.with_name(directory.name + ".partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    build_tiny_pipeline().save_pretrained(staging)
-    (staging / _MARKER).write_text(json.dumps({"version": TINY_VERSION, "note": "random weights: noise"}))
-    shutil.rmtree(directory, ignore_errors=True)
-    staging.rename(directory)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    # Each process builds in its own staging directory and renames it into place: several workers
+    # starting at once never see or write each other's half-saved files.
+    staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}-", dir=directory.parent))
+    try:
+        build_tiny_pipeline().save_pretrained(staging)
+        (staging / _MARKER).write_text(json.dumps({"version": TINY_VERSION, "note": "random weights: noise"}))
+        if directory.exists() and not _is_complete(directory):
+            shutil.rmtree(directory, ignore_errors=True)  # left half-built by an older, interrupted version
+        try:
+            staging.rename(directory)
+        except OSError:
+            if not _is_complete(directory):  # lost the race to a process whose copy is complete: fine
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return directory

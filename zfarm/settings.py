@@ -44,6 +44,7 @@ class FarmSettings(BaseSettings):
     heartbeat_seconds: float = Field(5.0, gt=0, le=300)
     worker_offline_after_seconds: float = Field(30.0, gt=0)
     reconcile_lost_after_seconds: float = Field(60.0, gt=0)
+    reconcile_every_seconds: float = Field(10.0, gt=0)
     max_attempts: int = Field(3, ge=1, le=100)
 
     fault_injection: bool = False

@@ -100,3 +100,14 @@ def test_missing_directory_and_uncached_repo_fail_with_a_clear_message(tmp_path:
     source = resolve_source("Tongyi-MAI/Z-Image-Turbo", None, tmp_path)
     with pytest.raises(ModelLoadError, match="local Hugging Face cache"):
         load_pipeline(source, torch.bfloat16)
+
+
+def test_workers_building_the_tiny_model_at_once_all_get_a_complete_copy(tmp_path: Path) -> None:
+    import multiprocessing
+
+    target = tmp_path / "tiny"
+    with multiprocessing.get_context("spawn").Pool(3) as pool:
+        paths = pool.map(ensure_tiny_model, [target] * 3)
+    assert paths == [target] * 3
+    assert [p.name for p in tmp_path.iterdir()] == ["tiny"]  # no staging directories left behind
+    assert (target / "model_index.json").is_file() and (target / "text_encoder").is_dir()
