@@ -8,13 +8,16 @@ from contextlib import asynccontextmanager
 from celery import Celery
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
+from prometheus_client import CollectorRegistry
 
 from api.body_limit import BodyLimit
 from api.enqueue import Enqueuer
 from api.errors import validation_handler
+from api.metrics import FarmCollector
 from api.quotas import Quotas
 from api.reconciler import Reconciler, ReconcilerThread
-from api.routes import health, jobs, keys, workers
+from api.routes import events, health, jobs, keys, metrics, web, workers
+from api.webhook_sweep import WebhookSweep
 from broker_config.settings import get_broker_settings
 from models import make_engine, make_session_factory
 from zfarm.settings import FarmSettings, get_settings
@@ -48,8 +51,11 @@ def create_app(
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         thread = ReconcilerThread(reconciler, every=reconcile_every or settings.reconcile_every_seconds)
         thread.start()
+        sweep = WebhookSweep(sessions, celery, broker.webhook_queue, every=reconcile_every)
+        sweep.start()
         yield
         thread.stopped.set()
+        sweep.stopped.set()
         engine.dispose()
 
     app = FastAPI(
@@ -71,4 +77,14 @@ def create_app(
     app.include_router(jobs.router)
     app.include_router(workers.router)
     app.include_router(keys.router)
+    app.include_router(events.router)
+    app.include_router(metrics.router)
+    app.include_router(web.router)
+    app.mount("/static", web.static_files(), name="static")
+    app.state.metrics = CollectorRegistry(auto_describe=False)
+    app.state.metrics.register(
+        FarmCollector(
+            sessions, broker.redis_url, [broker.queue, broker.webhook_queue], settings.worker_offline_after_seconds
+        )
+    )
     return app

@@ -4,14 +4,17 @@ from models.api_keys import ApiKey
 from models.base import Base
 from models.db import make_engine, make_session_factory
 from models.jobs import Image, Job, JobStatus
+from models.webhooks import DeliveryState, WebhookDelivery
 from models.workers import Worker, WorkerState
 
 __all__ = [
     "ApiKey",
     "Base",
+    "DeliveryState",
     "Image",
     "Job",
     "JobStatus",
+    "WebhookDelivery",
     "Worker",
     "WorkerState",
     "make_engine",

@@ -10,9 +10,11 @@ from sqlalchemy import select
 
 from api.auth import PrincipalDep
 from api.deps import EnqueuerDep, SessionDep, SettingsDep, StorageDep
-from api.prompt_checks import check_job
-from api.schemas import MAX_SEED, ImageOut, JobCreate, JobList, JobOut
-from models import Job, JobStatus
+from api.progress import job_progress
+from api.prompt_checks import check_job, refuse
+from api.schemas import MAX_SEED, ImageOut, JobCreate, JobList, JobOut, WebhookOut
+from api.webhook_sweep import send_now
+from models import Job, JobStatus, WebhookDelivery
 from models.base import utcnow
 from models.jobs import FINAL_STATUSES
 
@@ -55,6 +57,9 @@ def job_out(job: Job, request: Request) -> JobOut:
         model_revision=job.model_revision,
         versions=job.versions,
         test_model_noise=job.model_id == TEST_MODEL,
+        progress=job_progress(job),
+        callback_url=job.webhook.url if job.webhook else None,
+        webhook=WebhookOut.model_validate(job.webhook, from_attributes=True) if job.webhook else None,
         images=[
             ImageOut(
                 index=im.index,
@@ -90,6 +95,8 @@ def create_job(
     settings: SettingsDep,
 ) -> JobOut:
     check_job(body, settings)
+    if body.callback_url is not None and not settings.webhook_secret:
+        raise refuse("callback_url", str(body.callback_url), "this farm has no ZFARM_WEBHOOK_SECRET to sign webhooks")
     request.app.state.quotas.check_submit(session, principal)
     # 1. Commit the row first: a 202 means the job exists even if Redis is down right now.
     job = Job(
@@ -110,6 +117,9 @@ def create_job(
         cancel_requested=False,
         created_at=utcnow(),
     )
+    if body.callback_url is not None:
+        # The outbox row is written with the job, so its ending can never be missed.
+        job.webhook = WebhookDelivery(url=str(body.callback_url), created_at=utcnow(), updated_at=utcnow())
     session.add(job)
     session.commit()
     # 2. Then send its id; the reconciler re-sends if this did not reach Redis.
@@ -150,6 +160,9 @@ def cancel_job(job_id: str, session: SessionDep, request: Request, principal: Pr
         # Never runs: the worker sees a final status and skips the message.
         job.status, job.finished_at, job.error = JobStatus.CANCELED, utcnow(), "canceled before it ran"
     session.commit()
+    if job.webhook is not None and job.status in FINAL_STATUSES:
+        send_now(request.app.state.sessions, request.app.state.celery, job_id)
+        session.refresh(job.webhook)
     return job_out(job, request)
 
 
