@@ -29,7 +29,7 @@ KEEPALIVE_SECONDS = 10.0
 SSE_RESPONSES: dict[int | str, dict[str, Any]] = {200: {"content": {"text/event-stream": {}}}}
 
 
-@router.get("/v1/jobs/{job_id}/events", response_class=EventSourceResponse, responses=SSE_RESPONSES)
+@router.get("/v1/jobs/{job_id}/events", responses=SSE_RESPONSES)
 def job_events(job_id: str, session: SessionDep, request: Request, principal: PrincipalDep) -> EventSourceResponse:
     """`progress` events carry the job record (as GET /v1/jobs/{id}) while it changes; `final` ends the stream."""
     job = session.get(Job, job_id)
@@ -47,7 +47,7 @@ def job_events(job_id: str, session: SessionDep, request: Request, principal: Pr
     return EventSourceResponse(_stream(request, read))
 
 
-@router.get("/v1/batches/{batch_id}/events", response_class=EventSourceResponse, responses=SSE_RESPONSES)
+@router.get("/v1/batches/{batch_id}/events", responses=SSE_RESPONSES)
 def batch_events(batch_id: str, session: SessionDep, request: Request, principal: PrincipalDep) -> EventSourceResponse:
     """`progress` events carry the batch's counts by status and its running jobs' steps; `final` ends it."""
     if not hasattr(Job, "batch_id"):
