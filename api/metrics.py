@@ -27,12 +27,12 @@ MIB = 2**20
 PRIORITY_SUFFIXES = ("", "\x06\x163", "\x06\x166", "\x06\x169")
 # Failure reasons from the error text, first match wins; low-cardinality labels for alerting.
 FAILURE_REASONS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("gave_up", ("gave up after%",)),  # dead: past the attempt cap, whatever the last error was
     ("time_limit", ("%time limit%",)),
     ("out_of_memory", ("%out of memory%",)),
     ("bad_output", ("%nan or infinite%", "%all black%")),
     ("prompt_too_long", ("%tokens with the chat template%",)),
     ("worker_lost", ("%went offline%", "%workerlost%", "%worker lost%")),
-    ("gave_up", ("gave up after%",)),
     ("worker_error", ("worker error%",)),
 )
 
