@@ -231,7 +231,29 @@ function showDetail(job, index = 0) {
   $("#detail").showModal();
 }
 
-// ---- batch view ----------------------------------------------------------------------------------
+// ---- batch view --------------------------------------------------------------------------------
+
+// The manifest is the batch's per-SKU record: one CSV line per image (or per job without images).
+function parseCSV(text) {
+  const rows = [];
+  let row = [], cell = "", quoted = false;
+  for (let i = 0; i < text.length; i += 1) {
+    const c = text[i];
+    if (quoted) {
+      if (c === '"' && text[i + 1] === '"') { cell += '"'; i += 1; }
+      else if (c === '"') quoted = false;
+      else cell += c;
+    } else if (c === '"') quoted = true;
+    else if (c === ",") { row.push(cell); cell = ""; }
+    else if (c === "\n" || c === "\r") {
+      if (c === "\r" && text[i + 1] === "\n") i += 1;
+      row.push(cell); rows.push(row); row = []; cell = "";
+    } else cell += c;
+  }
+  if (cell || row.length) { row.push(cell); rows.push(row); }
+  const [head = [], ...body] = rows;
+  return body.filter((r) => r.length > 1).map((r) => Object.fromEntries(head.map((h, i) => [h, r[i] ?? ""])));
+}
 
 let batchStream = null;
 
@@ -243,39 +265,36 @@ async function renderBatch(batchId) {
     return;
   }
   $("#batch-id").value = batchId;
-  let batch;
+  const path = `/v1/batches/${encodeURIComponent(batchId)}`;
+  const draw = async () => {
+    const batch = await getJSON(path);
+    const items = parseCSV(await (await api(`${path}/manifest.csv`)).text());
+    const fraction = batch.progress ?? 0;
+    box.replaceChildren(
+      el("h2", {}, `${batch.name || "batch"} `, el("code", {}, batch.id), " ", el("span", { class: `status ${batch.status}` }, batch.status)),
+      el("div", { class: "bar" }, el("div", { class: "fill", style: `width:${(fraction * 100).toFixed(1)}%` }),
+        el("span", { class: "bar-label" }, `${batch.done ?? 0}/${batch.rows ?? "?"} done`)),
+      el("p", { class: "counts" }, Object.entries(batch.counts || {}).map(([st, n]) => el("span", { class: `status ${st}` }, `${st} ${n}`))),
+      el("p", { class: "row" },
+        el("button", { type: "button", id: "manifest-link", onclick: () => downloadFile(`${path}/manifest.csv`, `${batch.id}_manifest.csv`) }, "manifest.csv"),
+        el("button", { type: "button", id: "archive-link", onclick: () => downloadFile(`${path}/archive.zip`, `${batch.id}.zip`) }, "archive.zip")),
+      el("table", { class: "table", id: "batch-items" },
+        el("thead", {}, el("tr", {}, ["SKU", "Status", "Job", "Image", "Error"].map((h) => el("th", {}, h)))),
+        el("tbody", {}, items.map((it) => el("tr", { "data-key": it.key },
+          el("td", {}, it.key), el("td", {}, el("span", { class: `status ${it.status}` }, it.status)),
+          el("td", {}, el("code", {}, short(it.job_id || ""))), el("td", {}, it.file || "–"), el("td", { class: "error" }, it.error || ""))))),
+    );
+  };
   try {
-    batch = await getJSON(`/v1/batches/${encodeURIComponent(batchId)}`);
+    await draw();
   } catch (e) {
     box.replaceChildren(el("p", { class: "error" }, `Batch ${batchId}: ${e.message}`));
     return;
   }
-  const draw = (b) => {
-    const counts = b.counts || {};
-    const total = Object.values(counts).reduce((a, n) => a + n, 0);
-    const done = ["succeeded", "failed", "canceled", "dead"].reduce((a, s) => a + (counts[s] || 0), 0);
-    const fraction = total ? done / total : 0;
-    const jobs = batch.jobs || [];
-    box.replaceChildren(
-      el("h2", {}, batch.name || batch.id),
-      el("div", { class: "bar" }, el("div", { class: "fill", style: `width:${(fraction * 100).toFixed(1)}%` }),
-        el("span", { class: "bar-label" }, `${done}/${total} done`)),
-      el("p", { class: "counts" }, Object.entries(counts).map(([s, n]) => el("span", { class: `status ${s}` }, `${s} ${n}`))),
-      el("p", { class: "row" },
-        el("button", { type: "button", onclick: () => downloadFile(`/v1/batches/${batch.id}/manifest.csv`, `${batch.id}_manifest.csv`) }, "manifest.csv"),
-        el("button", { type: "button", onclick: () => downloadFile(`/v1/batches/${batch.id}/archive.zip`, `${batch.id}.zip`) }, "archive.zip")),
-      el("table", { class: "table" },
-        el("thead", {}, el("tr", {}, el("th", {}, "SKU"), el("th", {}, "Status"), el("th", {}, "Job"), el("th", {}, "Error"))),
-        el("tbody", {}, jobs.map((j) => el("tr", { "data-id": j.id || j.job_id },
-          el("td", {}, j.sku ?? "–"), el("td", { class: `status ${j.status}` }, j.status),
-          el("td", {}, el("code", {}, short(String(j.id || j.job_id || "")))), el("td", {}, j.error || ""))))),
-    );
-  };
-  draw(batch);
   batchStream = new AbortController();
-  streamEvents(`/v1/batches/${encodeURIComponent(batchId)}/events`, async (_e, snapshot) => {
-    batch = await getJSON(`/v1/batches/${encodeURIComponent(batchId)}`).catch(() => batch);
-    draw({ ...batch, counts: snapshot.counts });
+  let pending = null;
+  streamEvents(`${path}/events`, () => {
+    pending = pending || setTimeout(() => { pending = null; draw().catch(() => {}); }, 500);
   }, batchStream.signal).catch(() => {});
 }
 
@@ -317,12 +336,27 @@ function route() {
   if (name === "submit" || name === "workers") timer = setInterval(run, 3000);
 }
 
+// The farm's own presets (GET /v1/presets) where it has them, else a few common ones.
+async function loadPresets() {
+  try {
+    const { presets } = await getJSON("/v1/presets");
+    const custom = PRESETS[PRESETS.length - 1];
+    PRESETS.splice(0, PRESETS.length,
+      ...presets.map((p) => [`${p.name} · ${p.width}×${p.height} ${p.output_format || ""}`, p.width, p.height, p.output_format]),
+      custom);
+  } catch (_) { /* older farm without presets: keep the built-in list */ }
+  const preset = $("#preset");
+  preset.replaceChildren(...PRESETS.map(([label], i) => el("option", { value: i }, label)));
+  preset.value = PRESETS.length - 1;
+}
+
 function init() {
   const preset = $("#preset");
-  PRESETS.forEach(([label], i) => preset.append(el("option", { value: i }, label)));
+  loadPresets();
   preset.addEventListener("change", () => {
     const [, w, h, fmt] = PRESETS[preset.value];
-    if (w) { $("#width").value = w; $("#height").value = h; $("#output_format").value = fmt; }
+    if (w) { $("#width").value = w; $("#height").value = h; }
+    if (fmt) $("#output_format").value = fmt;
   });
   for (const id of ["#width", "#height", "#output_format"]) {
     $(id).addEventListener("input", () => { preset.value = PRESETS.length - 1; });
