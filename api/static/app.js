@@ -198,8 +198,8 @@ async function renderGallery() {
       n += 1;
       grid.append(el("figure", { class: "tile", "data-id": job.id, onclick: () => showDetail(job, im.index) },
         img(im.url, `job ${short(job.id)} image ${im.index}`),
-        el("figcaption", {}, job.parameters.prompt,
-          job.test_model_noise ? el("span", { class: "badge" }, "test model: noise") : "")));
+        job.test_model_noise ? el("span", { class: "badge overlay" }, "test model: noise") : "",
+        el("figcaption", {}, job.parameters.prompt)));
     }
   }
   $("#gallery-count").textContent = `${n} image(s)`;
