@@ -84,7 +84,7 @@ def create_app(
     app.state.metrics = CollectorRegistry(auto_describe=False)
     app.state.metrics.register(
         FarmCollector(
-            sessions, broker.redis_url, [broker.queue, broker.webhook_queue], settings.worker_offline_after_seconds
+            sessions, redis_url, [enqueuer.queue, broker.webhook_queue], settings.worker_offline_after_seconds
         )
     )
     return app
