@@ -19,7 +19,7 @@ from broker_config.celery_app import app as celery_app
 from migrations.runner import upgrade
 from models import DeliveryState, Job, JobStatus, WebhookDelivery, make_engine, make_session_factory
 from models.base import utcnow
-from tests.e2e.servers import Receiver, webhook_receiver
+from tests.http_servers import Receiver, webhook_receiver
 from worker.webhooks import backoff_seconds, deliver_once
 from zfarm.redis_server import free_port
 from zfarm.settings import FarmSettings

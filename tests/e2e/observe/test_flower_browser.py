@@ -7,7 +7,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.e2e.conftest import FLOWER_AUTH, ObservedFarm
+from tests.e2e.observe.farm import FLOWER_AUTH, ObservedFarm
 from tests.farm_helpers import wait_for
 
 pytestmark = pytest.mark.e2e
@@ -21,14 +21,14 @@ def _flower_up(url: str) -> bool:
 
 
 def test_flower_needs_basic_auth_and_lists_the_worker_and_its_job_ids(
-    browser, observed_farm: ObservedFarm, screenshots_dir: Path | None
+    browser, farm: ObservedFarm, screenshots_dir: Path | None
 ) -> None:  # type: ignore[no-untyped-def]
     # given: Flower answers (401 without credentials) and the worker ran a job
-    wait_for(lambda: _flower_up(observed_farm.flower_url), 60, "flower")
-    job = httpx.post(f"{observed_farm.url}/v1/jobs", json={"prompt": "a wool scarf", "width": 256, "height": 256})
+    wait_for(lambda: _flower_up(farm.flower_url), 60, "flower")
+    job = httpx.post(f"{farm.url}/v1/jobs", json={"prompt": "a wool scarf", "width": 256, "height": 256})
     job_id = job.json()["id"]
-    wait_for(lambda: httpx.get(f"{observed_farm.url}/v1/jobs/{job_id}").json()["status"] == "succeeded", 60, "job")
-    wrong = httpx.get(observed_farm.flower_url + "/workers", auth=(FLOWER_AUTH[0], "wrong"))
+    wait_for(lambda: httpx.get(f"{farm.url}/v1/jobs/{job_id}").json()["status"] == "succeeded", 60, "job")
+    wrong = httpx.get(farm.flower_url + "/workers", auth=(FLOWER_AUTH[0], "wrong"))
     assert wrong.status_code == 401
     # when: the browser logs in with the credentials
     context = browser.new_context(
@@ -37,16 +37,16 @@ def test_flower_needs_basic_auth_and_lists_the_worker_and_its_job_ids(
     )
     page = context.new_page()
     try:
-        page.goto(observed_farm.flower_url + "/workers")
+        page.goto(farm.flower_url + "/workers")
         # then: the worker is listed by its name (Flower learns of it from Celery's events and replies)
-        page.wait_for_selector(f"text={observed_farm.worker_name}", timeout=30_000)
+        page.wait_for_selector(f"text={farm.worker_name}", timeout=30_000)
         if screenshots_dir is not None:
             page.screenshot(path=str(screenshots_dir / "flower-workers.png"))
         # and its task carries the job id only (the task list shows Celery's ids; the task page its args)
-        task_id = wait_for(lambda: _task_of(observed_farm.flower_url, job_id), 30, f"flower to see job {job_id}")
-        page.goto(f"{observed_farm.flower_url}/task/{task_id}")
+        task_id = wait_for(lambda: _task_of(farm.flower_url, job_id), 30, f"flower to see job {job_id}")
+        page.goto(f"{farm.flower_url}/task/{task_id}")
         page.wait_for_selector(f"text={job_id}", timeout=30_000)
-        page.wait_for_selector(f"text={observed_farm.worker_name}")
+        page.wait_for_selector(f"text={farm.worker_name}")
         if screenshots_dir is not None:
             page.screenshot(path=str(screenshots_dir / "flower-task.png"))
     finally:

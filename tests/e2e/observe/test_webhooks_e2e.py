@@ -8,9 +8,9 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.e2e.conftest import WEBHOOK_SECRET, ObservedFarm
-from tests.e2e.servers import Receiver, webhook_receiver
+from tests.e2e.observe.farm import WEBHOOK_SECRET, ObservedFarm
 from tests.farm_helpers import wait_for
+from tests.http_servers import Receiver, webhook_receiver
 from zfarm.webhook_signing import SIGNATURE_HEADER, SignatureError, verify
 
 pytestmark = pytest.mark.e2e
@@ -30,16 +30,14 @@ def _webhook(url: str, job_id: str, state: str) -> dict:
     return wait_for(settled, 60, f"webhook of {job_id} to be {state}", interval=0.2)
 
 
-def test_finished_job_posts_a_signed_payload_whose_image_links_work(
-    observed_farm: ObservedFarm, receiver: Receiver
-) -> None:
+def test_finished_job_posts_a_signed_payload_whose_image_links_work(farm: ObservedFarm, receiver: Receiver) -> None:
     # given
     target = receiver.url + "/hooks/ok"
     body = {"prompt": "a felt hat", "width": 256, "height": 256, "seed": 3, "callback_url": target}
-    job = httpx.post(f"{observed_farm.url}/v1/jobs", json=body).json()
+    job = httpx.post(f"{farm.url}/v1/jobs", json=body).json()
     assert job["callback_url"] == target and job["webhook"]["state"] == "waiting"
     # when
-    final = _webhook(observed_farm.url, job["id"], "delivered")
+    final = _webhook(farm.url, job["id"], "delivered")
     # then: one request, signed over the exact bytes, with the job's record and working image links
     [request] = receiver.on("/hooks/ok")
     verify(WEBHOOK_SECRET, request.headers[SIGNATURE_HEADER], request.body)
@@ -55,15 +53,13 @@ def test_finished_job_posts_a_signed_payload_whose_image_links_work(
     assert final["webhook"]["attempts"] == 1 and final["webhook"]["last_status_code"] == 200
 
 
-def test_failing_receiver_is_retried_with_backoff_until_it_answers(
-    observed_farm: ObservedFarm, receiver: Receiver
-) -> None:
+def test_failing_receiver_is_retried_with_backoff_until_it_answers(farm: ObservedFarm, receiver: Receiver) -> None:
     # given: the receiver answers 500, then 503, then 200
     target = receiver.fail_first("/hooks/flaky", 500, 503)
     body = {"prompt": "a jute rug", "width": 256, "height": 256, "callback_url": target}
     # when
-    job = httpx.post(f"{observed_farm.url}/v1/jobs", json=body).json()
-    final = _webhook(observed_farm.url, job["id"], "delivered")
+    job = httpx.post(f"{farm.url}/v1/jobs", json=body).json()
+    final = _webhook(farm.url, job["id"], "delivered")
     # then: three attempts with growing gaps (backoff base 0.2 s in this farm: 0.2 s, then 0.4 s)
     attempts = receiver.on("/hooks/flaky")
     assert [r.json()["attempt"] for r in attempts] == [1, 2, 3]
@@ -73,17 +69,17 @@ def test_failing_receiver_is_retried_with_backoff_until_it_answers(
     assert final["webhook"]["attempts"] == 3 and final["webhook"]["last_error"] is None
 
 
-def test_job_canceled_before_it_ran_still_notifies(observed_farm: ObservedFarm, receiver: Receiver) -> None:
+def test_job_canceled_before_it_ran_still_notifies(farm: ObservedFarm, receiver: Receiver) -> None:
     # given: the worker is busy, so the second job waits in the queue
-    busy = httpx.post(f"{observed_farm.url}/v1/jobs", json={"prompt": "busy", "width": 1024, "height": 1024}).json()
+    busy = httpx.post(f"{farm.url}/v1/jobs", json={"prompt": "busy", "width": 1024, "height": 1024}).json()
     target = receiver.url + "/hooks/canceled"
     queued = httpx.post(
-        f"{observed_farm.url}/v1/jobs", json={"prompt": "never", "width": 256, "height": 256, "callback_url": target}
+        f"{farm.url}/v1/jobs", json={"prompt": "never", "width": 256, "height": 256, "callback_url": target}
     ).json()
     # when
-    httpx.delete(f"{observed_farm.url}/v1/jobs/{queued['id']}")
-    _webhook(observed_farm.url, queued["id"], "delivered")
+    httpx.delete(f"{farm.url}/v1/jobs/{queued['id']}")
+    _webhook(farm.url, queued["id"], "delivered")
     # then
     [request] = receiver.on("/hooks/canceled")
     assert request.json()["job"]["status"] == "canceled" and request.json()["job"]["images"] == []
-    wait_for(lambda: httpx.get(f"{observed_farm.url}/v1/jobs/{busy['id']}").json()["status"] == "succeeded", 60, "busy")
+    wait_for(lambda: httpx.get(f"{farm.url}/v1/jobs/{busy['id']}").json()["status"] == "succeeded", 60, "busy")

@@ -11,7 +11,7 @@ import sys
 import httpx
 import pytest
 
-from tests.e2e.conftest import ObservedFarm
+from tests.e2e.observe.farm import ObservedFarm
 from tests.farm_helpers import REPO
 from zfarm.client import AsyncClient, Client
 
@@ -35,11 +35,11 @@ def _events(url: str, job_id: str) -> list[tuple[str, dict]]:
     return events
 
 
-def test_job_event_stream_shows_rising_steps_then_the_final_record(observed_farm: ObservedFarm) -> None:
+def test_job_event_stream_shows_rising_steps_then_the_final_record(farm: ObservedFarm) -> None:
     # given
-    job = httpx.post(f"{observed_farm.url}/v1/jobs", json={"prompt": "a walnut desk", **SLOW}).json()
+    job = httpx.post(f"{farm.url}/v1/jobs", json={"prompt": "a walnut desk", **SLOW}).json()
     # when
-    events = _events(observed_farm.url, job["id"])
+    events = _events(farm.url, job["id"])
     # then: progress events with steps that only go up, mid-way values among them, and one final event
     names = [name for name, _ in events]
     assert names[-1] == "final" and names.count("final") == 1 and set(names[:-1]) == {"progress"}
@@ -50,17 +50,17 @@ def test_job_event_stream_shows_rising_steps_then_the_final_record(observed_farm
     final = events[-1][1]
     assert final["status"] == "succeeded"
     assert final["progress"] == {"step": STEPS, "total": STEPS, "fraction": 1.0, "phase": "done"}
-    assert final == httpx.get(f"{observed_farm.url}/v1/jobs/{job['id']}").json()
+    assert final == httpx.get(f"{farm.url}/v1/jobs/{job['id']}").json()
 
 
-def test_event_stream_of_an_unknown_job_is_404(observed_farm: ObservedFarm) -> None:
-    response = httpx.get(f"{observed_farm.url}/v1/jobs/{'0' * 32}/events")
+def test_event_stream_of_an_unknown_job_is_404(farm: ObservedFarm) -> None:
+    response = httpx.get(f"{farm.url}/v1/jobs/{'0' * 32}/events")
     assert response.status_code == 404 and "not found" in response.json()["detail"]
 
 
-def test_client_wait_reports_steps_from_the_stream(observed_farm: ObservedFarm) -> None:
+def test_client_wait_reports_steps_from_the_stream(farm: ObservedFarm) -> None:
     seen: list[dict] = []
-    with Client(observed_farm.url) as client:
+    with Client(farm.url) as client:
         job = client.submit("a linen tote bag", **SLOW)
         final = client.wait(job["id"], timeout=60, on_update=seen.append, raise_on_failure=True)
     assert final["status"] == "succeeded"
@@ -68,10 +68,10 @@ def test_client_wait_reports_steps_from_the_stream(observed_farm: ObservedFarm) 
     assert seen[-1] == final
 
 
-def test_async_client_wait_follows_the_stream_too(observed_farm: ObservedFarm) -> None:
+def test_async_client_wait_follows_the_stream_too(farm: ObservedFarm) -> None:
     async def run() -> tuple[dict, list[dict]]:
         seen: list[dict] = []
-        async with AsyncClient(observed_farm.url) as client:
+        async with AsyncClient(farm.url) as client:
             job = await client.submit("a glass carafe", width=256, height=256, steps=4)
             return await client.wait(job["id"], timeout=60, on_update=seen.append), seen
 
@@ -79,8 +79,8 @@ def test_async_client_wait_follows_the_stream_too(observed_farm: ObservedFarm) -
     assert final["status"] == "succeeded" and seen[-1] == final
 
 
-def test_wait_times_out_with_the_jobs_status(observed_farm: ObservedFarm) -> None:
-    with Client(observed_farm.url) as client:
+def test_wait_times_out_with_the_jobs_status(farm: ObservedFarm) -> None:
+    with Client(farm.url) as client:
         job = client.submit("a cork board", **SLOW)
         with pytest.raises(TimeoutError, match=job["id"]):
             client.wait(job["id"], timeout=0.5)
@@ -88,8 +88,8 @@ def test_wait_times_out_with_the_jobs_status(observed_farm: ObservedFarm) -> Non
         assert client.wait(job["id"], timeout=60)["status"] == "canceled"
 
 
-def test_cli_submit_wait_draws_a_step_bar(observed_farm: ObservedFarm) -> None:
-    env = {**os.environ, "ZFARM_URL": observed_farm.url}
+def test_cli_submit_wait_draws_a_step_bar(farm: ObservedFarm) -> None:
+    env = {**os.environ, "ZFARM_URL": farm.url}
     args = ["submit", "a brass lamp", "--width", "1024", "--height", "1024", "--steps", str(STEPS), "--wait"]
     done = subprocess.run(
         [sys.executable, "-m", "zfarm.cli", *args], env=env, cwd=REPO, capture_output=True, text=True, timeout=120
