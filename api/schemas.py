@@ -101,8 +101,9 @@ class KeyCreate(BaseModel):
     tenant: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
     name: str = Field("", max_length=200)
     is_admin: bool = False
-    max_queued_jobs: int | None = Field(None, ge=1)
-    submits_per_minute: int | None = Field(None, ge=1)
+    # Bounded by the INTEGER columns that hold them: a larger number was a 500 (found by the OpenAPI fuzz test).
+    max_queued_jobs: int | None = Field(None, ge=1, le=2**31 - 1)
+    submits_per_minute: int | None = Field(None, ge=1, le=2**31 - 1)
 
 
 class KeyOut(BaseModel):
