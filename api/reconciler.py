@@ -60,7 +60,7 @@ class Reconciler:
             return 0
         client = redis.Redis.from_url(self.redis_url)
         try:
-            missing = candidates - job_ids_in_broker(client, self.enqueuer.queue)
+            missing = candidates - job_ids_in_broker(client, self.enqueuer.queue, delivered_within=self.lost_after)
         finally:
             client.close()
         # Missing on two rounds in a row: a message in flight between list and unacked hash is not lost.
