@@ -204,12 +204,16 @@ def keys_revoke(key_id: int) -> None:
 
 # ---- the client side ------------------------------------------------------------------------------
 
+from zfarm.cli_batch import batch, presets, retry_failed  # noqa: E402
 from zfarm.cli_client import fetch, status, submit, workers  # noqa: E402
 
 main.add_command(submit)
 main.add_command(status)
 main.add_command(fetch)
 main.add_command(workers)
+main.add_command(batch)
+main.add_command(presets)
+main.add_command(retry_failed)
 
 if __name__ == "__main__":
     main()
