@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from models import Image, Job, JobStatus
+from models import Job, JobStatus
 
 CHUNK = 500  # ids per IN (...) list: well under every driver's parameter limit
 
@@ -61,10 +61,3 @@ def copied_images(original: Job, job_id: str) -> list[dict[str, Any]]:
         }
         for im in original.images
     ]
-
-
-def images_of(session: Session, job_ids: list[str]) -> list[Image]:
-    out: list[Image] = []
-    for i in range(0, len(job_ids), CHUNK):
-        out.extend(session.scalars(select(Image).where(Image.job_id.in_(job_ids[i : i + CHUNK]))))
-    return out

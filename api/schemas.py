@@ -89,8 +89,8 @@ class KeyCreate(BaseModel):
     tenant: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
     name: str = Field("", max_length=200)
     is_admin: bool = False
-    max_queued_jobs: int | None = Field(None, ge=1)
-    submits_per_minute: int | None = Field(None, ge=1)
+    max_queued_jobs: int | None = Field(None, ge=1, le=1_000_000_000)
+    submits_per_minute: int | None = Field(None, ge=1, le=1_000_000_000)
 
 
 class KeyOut(BaseModel):
