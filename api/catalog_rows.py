@@ -213,21 +213,27 @@ def _parse(name: str, raw: Any) -> Any:
     return str(raw).strip() if name == "preset" else str(raw)
 
 
+TOKEN_CHUNK = 256  # prompts per encode_batch call: the encodings of 10,000 prompts at once take ~130 MiB
+
+
 def _check_token_window(specs: list[JobSpec], tokenizer: Tokenizer, problems: Problems) -> None:
-    # One call over all prompts: the Rust tokenizer encodes them in parallel.
+    # A few hundred prompts per call: the Rust tokenizer still encodes them in parallel, and only their
+    # lengths are kept, so memory does not grow with the catalog.
     for field in ("prompt", "negative_prompt"):
         indexed = [(s, s.params[field]) for s in specs if s.params.get(field)]
-        if not indexed:
-            continue
-        encodings = tokenizer.encode_batch([chat_wrapped(text) for _, text in indexed], add_special_tokens=False)
-        for (spec, _), enc in zip(indexed, encodings, strict=True):
-            if len(enc.ids) > MAX_TOKENS:
-                problems.add(
-                    f"is {len(enc.ids)} tokens with the chat template; the text encoder reads at most {MAX_TOKENS} "
-                    "(send truncate_prompt: true to cut it)",
-                    field=field,
-                    row=spec.row,
-                    line=spec.line,
-                )
-                if problems.full:
-                    return
+        for i in range(0, len(indexed), TOKEN_CHUNK):
+            chunk = indexed[i : i + TOKEN_CHUNK]
+            encodings = tokenizer.encode_batch([chat_wrapped(text) for _, text in chunk], add_special_tokens=False)
+            lengths = [len(enc.ids) for enc in encodings]
+            del encodings
+            for (spec, _), n in zip(chunk, lengths, strict=True):
+                if n > MAX_TOKENS:
+                    problems.add(
+                        f"is {n} tokens with the chat template; the text encoder reads at most {MAX_TOKENS} "
+                        "(send truncate_prompt: true to cut it)",
+                        field=field,
+                        row=spec.row,
+                        line=spec.line,
+                    )
+                    if problems.full:
+                        return
