@@ -20,7 +20,9 @@ from zfarm.settings import FarmSettings
 @contextmanager
 def batch_api(database_url: str, data_dir: Path, redis_url: str, **overrides: object) -> Iterator[TestClient]:
     upgrade(database_url)
-    settings = FarmSettings(data_dir=data_dir, database_url=database_url, model="tiny", auth=False, **overrides)
+    settings = FarmSettings(
+        **{"data_dir": data_dir, "database_url": database_url, "model": "tiny", "auth": False, **overrides}
+    )
     queues = _queues()
     r = redis.Redis.from_url(redis_url)
     r.delete(*queues)

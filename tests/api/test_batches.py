@@ -255,3 +255,32 @@ def test_cancel_stops_what_has_not_run_and_retry_leaves_canceled_jobs(api: TestC
     assert canceled.json()["counts"] == {**canceled.json()["counts"], "canceled": 2, "running": 1, "queued": 0}
     assert api.post(f"{batch['url']}/retry-failed").json()["requeued"] == 0
     assert api.get(f"/v1/batches/{'0' * 32}").status_code == 404
+
+
+def test_tenants_see_only_their_own_batches_templates_and_reuse(tmp_path: Path, redis_url: str) -> None:
+    from api.keys import create_key
+
+    url = f"sqlite:///{tmp_path / 'zfarm.db'}"
+    with batch_api(url, tmp_path, redis_url, auth=True) as api:
+        with api.app.state.sessions() as s:
+            acme, globex = ({"Authorization": f"Bearer {create_key(s, tenant=t)[1]}"} for t in ("acme", "globex"))
+        body = {"template": TEMPLATE, "rows": rows(1)}
+        mine = api.post("/v1/batches", json=body, headers={**acme, "Idempotency-Key": "k"}).json()
+        assert api.post("/v1/batches", json=body).status_code == 401
+        assert api.get(mine["url"], headers=acme).status_code == 200
+        for path in ("", "/manifest.csv", "/archive.zip"):
+            assert api.get(mine["url"] + path, headers=globex).status_code == 404
+        assert api.post(mine["url"] + "/retry-failed", headers=globex).status_code == 404
+        assert api.delete(mine["url"], headers=globex).status_code == 404
+        assert api.get("/v1/batches", headers=globex).json()["batches"] == []
+        # the same Idempotency-Key from another tenant is another request
+        theirs = api.post("/v1/batches", json=body, headers={**globex, "Idempotency-Key": "k"}).json()
+        assert theirs["id"] != mine["id"]
+        # a finished job of one tenant is never reused for another
+        job = _jobs(api, mine["id"])["SKU-001"]
+        _finish(api, job, b"acme's image")
+        again = api.post("/v1/batches", json=body, headers=globex).json()
+        assert again["jobs_reused"] == 0
+        assert api.post("/v1/batches", json=body, headers=acme).json()["jobs_reused"] == 1
+        api.post("/v1/templates", json={"name": "t", "template": "{product}"}, headers=acme)
+        assert api.get("/v1/templates", headers=globex).json()["templates"] == []
