@@ -162,7 +162,8 @@ def test_cli_batch_waits_with_progress_and_fetch_downloads_images_and_manifest(f
 
     catalog = tmp_path / "catalog.csv"
     catalog.write_text("sku,product\nC1,teapot\nC2,bowl\n", encoding="utf-8")
-    with serve_http(create_app(farm.settings)) as url:
+    state = farm.api.app.state
+    with serve_http(create_app(farm.settings, celery=state.celery, queue=state.enqueuer.queue)) as url:
         ran = CliRunner().invoke(
             main,
             [
