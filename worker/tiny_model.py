@@ -8,6 +8,7 @@ size that works in production also works in tests.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -85,14 +86,31 @@ def build_tiny_pipeline(seed: int = 0) -> ZImagePipeline:
 
 
 def ensure_tiny_model(directory: Path) -> Path:
-    """Build and save the tiny pipeline once; later calls reuse what is on disk."""
-    marker = directory / _MARKER
-    if marker.is_file() and json.loads(marker.read_text()).get("version") == TINY_VERSION:
+    """Build and save the tiny pipeline once; later calls reuse what is on disk.
+
+    Several workers may start at once on one data directory: each builds in a staging directory of its
+    own, and the first to finish moves it into place; the others drop theirs and load the winner's.
+    """
+    if _complete(directory):
         return directory
-    staging = directory.with_name(directory.name + ".partial")
+    staging = directory.with_name(f"{directory.name}.partial-{os.getpid()}")
     shutil.rmtree(staging, ignore_errors=True)
     build_tiny_pipeline().save_pretrained(staging)
     (staging / _MARKER).write_text(json.dumps({"version": TINY_VERSION, "note": "random weights: noise"}))
-    shutil.rmtree(directory, ignore_errors=True)
-    staging.rename(directory)
+    if not _complete(directory):
+        shutil.rmtree(directory, ignore_errors=True)  # an older version or a half-written copy
+        try:
+            staging.rename(directory)
+        except OSError:
+            if not _complete(directory):  # not a lost race: a real failure
+                raise
+    shutil.rmtree(staging, ignore_errors=True)
     return directory
+
+
+def _complete(directory: Path) -> bool:
+    marker = directory / _MARKER
+    try:
+        return marker.is_file() and json.loads(marker.read_text()).get("version") == TINY_VERSION
+    except (OSError, ValueError):
+        return False
