@@ -28,6 +28,11 @@ class JobCreate(BaseModel):
     truncate_prompt: bool = Field(
         False, description="cut a prompt longer than the 512-token window instead of refusing it"
     )
+    dedup: bool = Field(
+        True,
+        description="reuse the images of an earlier succeeded job with the same model, parameters and seed "
+        "instead of rendering again (false forces a new render)",
+    )
 
     @field_validator("prompt")
     @classmethod
@@ -70,6 +75,12 @@ class JobOut(BaseModel):
     versions: dict[str, Any] | None
     test_model_noise: bool = Field(description="true when the tiny random test model made these images")
     images: list[ImageOut]
+    lane: str = Field("interactive", description="interactive (single jobs, served first) or bulk (batch rows)")
+    batch_id: str | None = None
+    item_key: str | None = Field(None, description="the catalog row's key (e.g. SKU) for batch jobs")
+    row_number: int | None = None
+    content_hash: str | None = Field(None, description="sha256 of model, normalized parameters and seed")
+    reused_from: str | None = Field(None, description="the succeeded job whose images this job reuses (no GPU)")
 
 
 class KeyCreate(BaseModel):
@@ -78,8 +89,8 @@ class KeyCreate(BaseModel):
     tenant: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
     name: str = Field("", max_length=200)
     is_admin: bool = False
-    max_queued_jobs: int | None = Field(None, ge=1)
-    submits_per_minute: int | None = Field(None, ge=1)
+    max_queued_jobs: int | None = Field(None, ge=1, le=1_000_000_000)
+    submits_per_minute: int | None = Field(None, ge=1, le=1_000_000_000)
 
 
 class KeyOut(BaseModel):

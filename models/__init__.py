@@ -2,16 +2,20 @@
 
 from models.api_keys import ApiKey
 from models.base import Base
+from models.batches import Batch, PromptTemplate
 from models.db import make_engine, make_session_factory
-from models.jobs import Image, Job, JobStatus
+from models.jobs import Image, Job, JobStatus, Lane
 from models.workers import Worker, WorkerState
 
 __all__ = [
     "ApiKey",
     "Base",
+    "Batch",
     "Image",
     "Job",
     "JobStatus",
+    "Lane",
+    "PromptTemplate",
     "Worker",
     "WorkerState",
     "make_engine",
