@@ -11,12 +11,13 @@ from fastapi.exceptions import RequestValidationError
 from prometheus_client import CollectorRegistry
 
 from api.body_limit import BodyLimit
+from api.dispatcher import Dispatcher, DispatcherThread
 from api.enqueue import Enqueuer
 from api.errors import validation_handler
 from api.metrics import FarmCollector
 from api.quotas import Quotas
 from api.reconciler import Reconciler, ReconcilerThread
-from api.routes import events, health, jobs, keys, metrics, web, workers
+from api.routes import batches, events, health, jobs, keys, metrics, presets, templates, web, workers
 from api.webhook_sweep import WebhookSweep
 from broker_config.settings import get_broker_settings
 from models import make_engine, make_session_factory
@@ -46,16 +47,28 @@ def create_app(
         time_limit=broker.job_time_limit_seconds,
         lost_after=settings.reconcile_lost_after_seconds,
     )
+    dispatcher = Dispatcher(
+        sessions,
+        enqueuer,
+        redis_url,
+        depth=settings.bulk_queue_depth,
+        offline_after=settings.worker_offline_after_seconds,
+    )
+    dispatch_thread = DispatcherThread(dispatcher, every=settings.dispatch_every_seconds)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         thread = ReconcilerThread(reconciler, every=reconcile_every or settings.reconcile_every_seconds)
         thread.start()
+        dispatch_thread.start()
         sweep = WebhookSweep(sessions, celery, broker.webhook_queue, every=reconcile_every)
         sweep.start()
         yield
         thread.stopped.set()
         sweep.stopped.set()
+        dispatch_thread.stop()
+        dispatch_thread.join(timeout=10)
+        dispatcher.close()
         engine.dispose()
 
     app = FastAPI(
@@ -70,13 +83,24 @@ def create_app(
     app.state.enqueuer = enqueuer
     app.state.celery = celery
     app.state.reconciler = reconciler
+    app.state.dispatcher = dispatcher
+    app.state.wake_dispatcher = dispatch_thread.wake
     app.state.quotas = Quotas(redis_url, settings)
-    app.add_middleware(BodyLimit, max_json_bytes=settings.max_json_bytes, max_upload_bytes=settings.max_upload_bytes)
+    app.add_middleware(
+        BodyLimit,
+        max_json_bytes=settings.max_json_bytes,
+        max_upload_bytes=settings.max_upload_bytes,
+        # A catalog sent as JSON rows is an upload in all but encoding: it gets the upload limit.
+        upload_paths=("/v1/batches",),
+    )
     app.add_exception_handler(RequestValidationError, validation_handler)
     app.include_router(health.router)
     app.include_router(jobs.router)
     app.include_router(workers.router)
     app.include_router(keys.router)
+    app.include_router(batches.router)
+    app.include_router(presets.router)
+    app.include_router(templates.router)
     app.include_router(events.router)
     app.include_router(metrics.router)
     app.include_router(web.router)

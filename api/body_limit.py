@@ -10,15 +10,18 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 
 class BodyLimit:
-    def __init__(self, app: ASGIApp, max_json_bytes: int, max_upload_bytes: int) -> None:
+    def __init__(
+        self, app: ASGIApp, max_json_bytes: int, max_upload_bytes: int, upload_paths: tuple[str, ...] = ()
+    ) -> None:
         self.app, self.max_json, self.max_upload = app, max_json_bytes, max_upload_bytes
+        self.upload_paths = upload_paths
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "DELETE", "OPTIONS"):
             await self.app(scope, receive, send)
             return
         headers = dict(scope["headers"])
-        is_upload = headers.get(b"content-type", b"").startswith(b"multipart/")
+        is_upload = headers.get(b"content-type", b"").startswith(b"multipart/") or scope["path"] in self.upload_paths
         limit = self.max_upload if is_upload else self.max_json
         declared = headers.get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:

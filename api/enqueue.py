@@ -1,4 +1,4 @@
-"""Sending job ids to Redis, after their rows are committed."""
+"""Sending job ids to Redis, after their rows are committed: one producer, pipelined, per lane."""
 
 from __future__ import annotations
 
@@ -6,42 +6,63 @@ import logging
 from collections.abc import Iterable
 
 from celery import Celery
+from kombu.exceptions import BatchPublishError
 from kombu.exceptions import OperationalError as BrokerError
-from sqlalchemy import update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from broker_config.settings import bulk_queue_name
 from broker_config.task_names import RENDER_JOB
-from models import Job
+from models import Job, Lane
 from models.base import utcnow
 from models.db import transaction
 
 log = logging.getLogger(__name__)
 # Fail fast when Redis is down: the row is already committed and the reconciler sends it later.
 _RETRY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.5}
+# Messages per Redis pipeline: one round trip each, instead of one per message.
+PIPELINE = 500
 
 
 class Enqueuer:
     def __init__(self, celery: Celery, sessions: sessionmaker[Session], queue: str) -> None:
         self.celery, self.sessions, self.queue = celery, sessions, queue
+        self.queues = {Lane.INTERACTIVE: queue, Lane.BULK: bulk_queue_name(queue)}
 
-    def send(self, job_ids: Iterable[str]) -> list[str]:
-        """Sends each id; returns those sent. A failure leaves the row queued with enqueued_at unset."""
-        sent: list[str] = []
+    def send(self, job_ids: Iterable[str], lane: Lane = Lane.INTERACTIVE) -> list[str]:
+        """Sends each id to its lane's queue; returns those sent. Unsent rows keep enqueued_at unset."""
+        ids, sent = list(job_ids), []
         try:
             with self.celery.producer_or_acquire() as producer:
-                for job_id in job_ids:
-                    self.celery.send_task(
-                        RENDER_JOB,
-                        args=[job_id],
-                        queue=self.queue,
-                        producer=producer,
-                        retry=True,
-                        retry_policy=_RETRY,
-                    )
-                    sent.append(job_id)
-        except (BrokerError, OSError) as exc:
-            log.warning("broker unavailable, %d job(s) left for the reconciler: %s", len(sent), exc)
+                for i in range(0, len(ids), PIPELINE):
+                    chunk = ids[i : i + PIPELINE]
+                    with producer.batch(max_size=PIPELINE + 1):
+                        for job_id in chunk:
+                            self.celery.send_task(
+                                RENDER_JOB,
+                                args=[job_id],
+                                queue=self.queues[lane],
+                                producer=producer,
+                                retry=True,
+                                retry_policy=_RETRY,
+                            )
+                    sent.extend(chunk)  # the pipeline ran when its block closed without an error
+        except (BrokerError, BatchPublishError, OSError) as exc:
+            log.warning("broker unavailable, %d of %d job(s) left unsent: %s", len(ids) - len(sent), len(ids), exc)
         if sent:
             with transaction(self.sessions) as s:
-                s.execute(update(Job).where(Job.id.in_(sent)).values(enqueued_at=utcnow()))
+                for i in range(0, len(sent), PIPELINE):
+                    s.execute(update(Job).where(Job.id.in_(sent[i : i + PIPELINE])).values(enqueued_at=utcnow()))
+        return sent
+
+    def resend(self, job_ids: Iterable[str]) -> list[str]:
+        """Sends ids of either lane, each to its own queue (the reconciler does not know their lanes)."""
+        ids = list(job_ids)
+        with self.sessions() as s:
+            lanes = dict(s.execute(select(Job.id, Job.lane).where(Job.id.in_(ids))).tuples().all()) if ids else {}
+        sent: list[str] = []
+        for lane in Lane:
+            group = [i for i in ids if lanes.get(i, Lane.INTERACTIVE) == lane]
+            if group:
+                sent.extend(self.send(group, lane))
         return sent

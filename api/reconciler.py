@@ -1,7 +1,8 @@
 """Keeps every accepted job moving when messages or workers are lost.
 
 Three passes, each safe to repeat (a second message for a job is skipped by the worker's claim):
-1. unsent: committed rows whose send never reached Redis (broker down at submit, crash after commit);
+1. unsent: committed interactive rows whose send never reached Redis (broker down at submit, crash after
+   commit); unsent bulk rows are the dispatcher's (api/dispatcher.py), which sends them by turns;
 2. lost: queued rows whose message Redis no longer holds (restart without persistence), seen twice;
 3. orphaned: running rows whose worker stopped heart-beating (host lost, worker killed) go back to the
    queue, and rows running far past the hard time limit are failed with the reason.
@@ -20,7 +21,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from api.broker_inspect import job_ids_in_broker
 from api.enqueue import Enqueuer
-from models import Job, JobStatus, Worker
+from models import Job, JobStatus, Lane, Worker
 from models.base import utcnow
 from models.db import transaction
 
@@ -49,7 +50,12 @@ class Reconciler:
 
     def resend_unsent(self) -> int:
         cutoff = utcnow() - timedelta(seconds=self.unsent_after)
-        ids = self._ids(Job.status == JobStatus.QUEUED, Job.enqueued_at.is_(None), Job.created_at < cutoff)
+        ids = self._ids(
+            Job.lane == Lane.INTERACTIVE,
+            Job.status == JobStatus.QUEUED,
+            Job.enqueued_at.is_(None),
+            Job.created_at < cutoff,
+        )
         return len(self.enqueuer.send(ids)) if ids else 0
 
     def resend_lost(self) -> int:
@@ -60,12 +66,12 @@ class Reconciler:
             return 0
         client = redis.Redis.from_url(self.redis_url)
         try:
-            missing = candidates - job_ids_in_broker(client, self.enqueuer.queue)
+            missing = candidates - job_ids_in_broker(client, self.enqueuer.queue, delivered_within=self.lost_after)
         finally:
             client.close()
         # Missing on two rounds in a row: a message in flight between list and unacked hash is not lost.
         lost, self._suspects = missing & self._suspects, missing - self._suspects
-        return len(self.enqueuer.send(sorted(lost))) if lost else 0
+        return len(self.enqueuer.resend(sorted(lost))) if lost else 0
 
     def requeue_orphaned(self) -> int:
         stale = utcnow() - timedelta(seconds=self.offline_after)
@@ -87,7 +93,7 @@ class Reconciler:
                     .where(Job.id.in_(ids), Job.status == JobStatus.RUNNING)
                     .values(status=JobStatus.QUEUED, enqueued_at=None, error="requeued: its worker went offline")
                 )
-        return len(self.enqueuer.send(ids)) if ids else 0
+        return len(self.enqueuer.resend(ids)) if ids else 0
 
     def fail_overdue(self) -> int:
         overdue = utcnow() - timedelta(seconds=self.time_limit + self.offline_after)

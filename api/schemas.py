@@ -28,6 +28,11 @@ class JobCreate(BaseModel):
     truncate_prompt: bool = Field(
         False, description="cut a prompt longer than the 512-token window instead of refusing it"
     )
+    dedup: bool = Field(
+        True,
+        description="reuse the images of an earlier succeeded job with the same model, parameters and seed "
+        "instead of rendering again (false forces a new render)",
+    )
     callback_url: HttpUrl | None = Field(
         None, max_length=2000, description="http(s) URL that receives a signed JSON POST when the job ends"
     )
@@ -93,6 +98,12 @@ class JobOut(BaseModel):
     callback_url: str | None = None
     webhook: WebhookOut | None = None
     images: list[ImageOut]
+    lane: str = Field("interactive", description="interactive (single jobs, served first) or bulk (batch rows)")
+    batch_id: str | None = None
+    item_key: str | None = Field(None, description="the catalog row's key (e.g. SKU) for batch jobs")
+    row_number: int | None = None
+    content_hash: str | None = Field(None, description="sha256 of model, normalized parameters and seed")
+    reused_from: str | None = Field(None, description="the succeeded job whose images this job reuses (no GPU)")
 
 
 class KeyCreate(BaseModel):
@@ -101,9 +112,8 @@ class KeyCreate(BaseModel):
     tenant: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
     name: str = Field("", max_length=200)
     is_admin: bool = False
-    # Bounded by the INTEGER columns that hold them: a larger number was a 500 (found by the OpenAPI fuzz test).
-    max_queued_jobs: int | None = Field(None, ge=1, le=2**31 - 1)
-    submits_per_minute: int | None = Field(None, ge=1, le=2**31 - 1)
+    max_queued_jobs: int | None = Field(None, ge=1, le=1_000_000_000)
+    submits_per_minute: int | None = Field(None, ge=1, le=1_000_000_000)
 
 
 class KeyOut(BaseModel):

@@ -13,6 +13,7 @@ import argparse
 import contextlib
 import datetime as dt
 import json
+import math
 import os
 import platform
 import random
@@ -235,7 +236,7 @@ def main() -> int:
             "lost": lost,
             "duplicated": duplicated,
             "recovery_p50_s": round(statistics.median(rec), 2) if rec else None,
-            "recovery_p99_s": round(sorted(rec)[max(0, int(len(rec) * 0.99) - 1)], 2) if rec else None,
+            "recovery_p99_s": round(sorted(rec)[min(len(rec) - 1, math.ceil(0.99 * len(rec)) - 1)], 2) if rec else None,
             "elapsed_s": round(elapsed, 1),
             "data": str(root),
         }

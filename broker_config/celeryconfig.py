@@ -4,14 +4,20 @@ from __future__ import annotations
 
 from kombu import Queue
 
-from broker_config.settings import get_broker_settings
+from broker_config.settings import bulk_queue_name, get_broker_settings
 from broker_config.task_names import DELIVER_WEBHOOK
 
 _s = get_broker_settings()
 
 broker_url = _s.redis_url
 broker_connection_retry_on_startup = True
-broker_transport_options = {"visibility_timeout": _s.visibility_timeout}
+# Two lanes, one worker reading both. kombu's Redis transport issues one BRPOP over all of a worker's
+# queues; with the default 'round_robin' order it moves the queue that just delivered to the end, so
+# after an interactive job the bulk queue would be asked first. 'priority' keeps the declared order on
+# every BRPOP, and Redis pops from the first non-empty list it is given: an interactive job waits only
+# for the job a worker is running. Fairness between batches is not Redis' job: the bulk queue holds
+# only a few ids, fed in by turns from SQL (api/dispatcher.py).
+broker_transport_options = {"visibility_timeout": _s.visibility_timeout, "queue_order_strategy": "priority"}
 
 # The SQL row is the job's state: no result backend, JSON messages that carry only the job id.
 result_backend = None
@@ -29,8 +35,9 @@ task_time_limit = _s.job_time_limit_seconds
 task_soft_time_limit = _s.job_time_limit_seconds - max(2.0, min(30.0, _s.job_time_limit_seconds * 0.1))
 
 task_default_queue = _s.queue
-task_queues = (Queue(_s.queue), Queue(_s.webhook_queue))
+task_queues = (Queue(_s.queue), Queue(bulk_queue_name(_s.queue)), Queue(_s.webhook_queue))
 task_routes = {DELIVER_WEBHOOK: {"queue": _s.webhook_queue}}
+# `zfarm worker` names them interactive first: with 'priority', that order is the BRPOP order.
 
 # Flower and the event stream.
 worker_send_task_events = True

@@ -32,6 +32,11 @@ class BrokerSettings(BaseSettings):
         return self.job_time_limit_seconds + 300
 
 
+def bulk_queue_name(queue: str) -> str:
+    """Batch jobs wait here; workers read the interactive queue first (see celeryconfig)."""
+    return f"{queue}.bulk"
+
+
 @lru_cache(maxsize=1)
 def get_broker_settings() -> BrokerSettings:
     return BrokerSettings()

@@ -24,9 +24,21 @@ class JobStatus(StrEnum):
 FINAL_STATUSES = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELED, JobStatus.DEAD})
 
 
+class Lane(StrEnum):
+    """Which Redis queue a job waits in: interactive jobs go first; bulk (batch) jobs are fed in by turns."""
+
+    INTERACTIVE = "interactive"
+    BULK = "bulk"
+
+
 class Job(Base):
     __tablename__ = "jobs"
-    __table_args__ = (Index("ix_jobs_status_created", "status", "created_at"),)
+    __table_args__ = (
+        Index("ix_jobs_status_created", "status", "created_at"),
+        Index("ix_jobs_batch_row", "batch_id", "row_number"),
+        Index("ix_jobs_lane_status_enqueued", "lane", "status", "enqueued_at"),
+        Index("ix_jobs_content_hash_status", "content_hash", "status"),
+    )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     status: Mapped[str] = mapped_column(String(16), default=JobStatus.QUEUED)
@@ -44,6 +56,16 @@ class Job(Base):
     output_format: Mapped[str] = mapped_column(String(8), default="png")
     quality: Mapped[int] = mapped_column(Integer, default=95)
     truncate_prompt: Mapped[bool] = mapped_column(default=False, server_default=false())
+
+    # catalog campaigns: which batch and row, how it is queued, and what makes it the same as another job
+    batch_id: Mapped[str | None] = mapped_column(ForeignKey("batches.id"), default=None)
+    item_key: Mapped[str | None] = mapped_column(String(200), default=None)  # the row's key, e.g. the SKU
+    row_number: Mapped[int | None] = mapped_column(Integer, default=None)  # 1-based data row in the catalog
+    lane: Mapped[str] = mapped_column(String(16), default=Lane.INTERACTIVE, server_default=Lane.INTERACTIVE.value)
+    # sha256 of (model id and revision, normalized parameters, seed): equal hashes give equal images.
+    content_hash: Mapped[str | None] = mapped_column(String(64), default=None)
+    reused_from: Mapped[str | None] = mapped_column(String(32), default=None)  # the job whose images it shares
+    idempotency_key: Mapped[str | None] = mapped_column(String(200), default=None, unique=True)
 
     # when
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -129,12 +129,19 @@ def live_farm(
     name: str = "test-cpu0@localhost",
     redis_url: str | None = None,
     workers: int = 1,
+    settings_overrides: dict[str, object] | None = None,
     **worker_extra: str,
 ) -> Iterator[LiveFarm]:
     """An in-process API and `workers` real worker processes (named name, name-2, ...) on one database."""
     upgrade(database_url)
     settings = FarmSettings(
-        data_dir=data_dir, database_url=database_url, worker_offline_after_seconds=10, reconcile_lost_after_seconds=3
+        **{
+            "data_dir": data_dir,
+            "database_url": database_url,
+            "worker_offline_after_seconds": 10,
+            "reconcile_lost_after_seconds": 3,
+            **(settings_overrides or {}),
+        }
     )
     sessions = make_session_factory(make_engine(database_url))
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -157,3 +164,24 @@ def live_farm(
     finally:
         for proc in procs:
             stop_process_group(proc)
+
+
+@contextlib.contextmanager
+def serve_http(app: object) -> Iterator[str]:
+    """Serves an app with a real uvicorn on a free loopback port (for the CLI, which speaks HTTP)."""
+    import threading
+
+    import uvicorn
+
+    from zfarm.redis_server import free_port
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))  # type: ignore[arg-type]
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        wait_for(lambda: server.started, 30, "uvicorn to start")
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)

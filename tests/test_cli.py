@@ -10,7 +10,21 @@ from click.testing import CliRunner
 
 from zfarm.cli import main
 
-COMMANDS = ["up", "api", "worker", "flower", "migrate", "demo", "submit", "status", "fetch", "workers"]
+COMMANDS = [
+    "up",
+    "api",
+    "worker",
+    "flower",
+    "migrate",
+    "demo",
+    "submit",
+    "status",
+    "fetch",
+    "workers",
+    "batch",
+    "presets",
+    "retry-failed",
+]
 
 
 def test_console_script_is_installed_and_runs() -> None:

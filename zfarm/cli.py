@@ -77,7 +77,7 @@ def worker(name: str | None, loglevel: str) -> None:
     os.environ["ZFARM_WORKER_NAME"] = name
     import worker.tasks  # noqa: F401  (registers the tasks and the process start-up hooks)
     from broker_config.celery_app import app
-    from broker_config.settings import get_broker_settings
+    from broker_config.settings import bulk_queue_name, get_broker_settings
 
     b = get_broker_settings()
     logging.basicConfig(level=loglevel, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -92,7 +92,7 @@ def worker(name: str | None, loglevel: str) -> None:
             "worker",
             "--pool=prefork",
             "--concurrency=1",
-            f"--queues={b.queue}",
+            f"--queues={b.queue},{bulk_queue_name(b.queue)}",  # interactive first: see celeryconfig
             f"--hostname={name}",
             "--task-events",
             "--without-gossip",
@@ -233,12 +233,16 @@ def keys_revoke(key_id: int) -> None:
 
 # ---- the client side ------------------------------------------------------------------------------
 
+from zfarm.cli_batch import batch, presets, retry_failed  # noqa: E402
 from zfarm.cli_client import fetch, status, submit, workers  # noqa: E402
 
 main.add_command(submit)
 main.add_command(status)
 main.add_command(fetch)
 main.add_command(workers)
+main.add_command(batch)
+main.add_command(presets)
+main.add_command(retry_failed)
 
 if __name__ == "__main__":
     main()

@@ -1,4 +1,4 @@
-"""Client commands of `zfarm`: submit, status, fetch, workers. They use zfarm.client (httpx) only."""
+"""Client commands of `zfarm`: submit, status, fetch (a job or a batch), workers. They use zfarm.client (httpx) only."""
 
 from __future__ import annotations
 
@@ -95,21 +95,32 @@ def status(job_id: str, url: str | None, api_key: str | None) -> None:
 
 
 @click.command()
-@click.argument("job_id")
+@click.argument("job_or_batch_id")
 @click.option("--out", "-o", type=click.Path(path_type=Path), required=True)
 @url_option
 @key_option
-def fetch(job_id: str, out: Path, url: str | None, api_key: str | None) -> None:
-    """Download a job's images into a directory."""
+def fetch(job_or_batch_id: str, out: Path, url: str | None, api_key: str | None) -> None:
+    """Download a job's images, or a batch's images (named by key) and manifest, into a directory."""
     with _client(url, api_key) as client:
         try:
-            paths = client.download(job_id, out)
+            paths = _fetch(client, job_or_batch_id, out)
         except ZfarmError as exc:
             raise click.ClickException(str(exc)) from exc
     if not paths:
-        raise click.ClickException(f"job {job_id} has no images yet")
+        raise click.ClickException(f"{job_or_batch_id} has no images yet")
     for path in paths:
         click.echo(f"wrote {path}")
+
+
+def _fetch(client: Client, some_id: str, out: Path) -> list[Path]:
+    # Job and batch ids never collide (both random 128-bit): whichever exists is the one meant.
+    try:
+        client.get_batch(some_id)
+    except ZfarmError as exc:
+        if exc.status_code != 404:
+            raise
+        return client.download(some_id, out)
+    return client.download_batch(some_id, out)
 
 
 @click.command()

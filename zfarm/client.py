@@ -5,6 +5,9 @@ with Client("http://127.0.0.1:8000") as farm:
     job = farm.submit("a ceramic mug on marble", seed=7)
     job = farm.wait(job["id"])
     paths = farm.download(job["id"], "out/")
+    batch = farm.upload_batch("catalog.csv", template="studio photo of a {product}", preset="square-1024")
+    farm.wait_batch(batch["id"])
+    farm.download_batch(batch["id"], "out/catalog/")  # images named by key + manifest.csv
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+
+from zfarm.client_batches import AsyncBatchCalls, BatchCalls
 
 FINAL = frozenset({"succeeded", "failed", "canceled", "dead"})
 EXT = {"png": "png", "webp": "webp", "jpeg": "jpg"}
@@ -108,7 +113,7 @@ def _check_deadline(deadline: float | None, job_id: str, job: Job | None) -> Non
         raise TimeoutError(f"job {job_id} still {status} after the timeout")
 
 
-class Client:
+class Client(BatchCalls):
     """Synchronous client."""
 
     def __init__(
@@ -131,8 +136,9 @@ class Client:
     def close(self) -> None:
         self.http.close()
 
-    def submit(self, prompt: str, **params: Any) -> Job:
-        return _check(self.http.post("/v1/jobs", json=_job_body(prompt, params))).json()
+    def submit(self, prompt: str, *, idempotency_key: str | None = None, **params: Any) -> Job:
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+        return _check(self.http.post("/v1/jobs", json=_job_body(prompt, params), headers=headers)).json()
 
     def get(self, job_id: str) -> Job:
         return _check(self.http.get(f"/v1/jobs/{job_id}")).json()
@@ -215,7 +221,7 @@ class Client:
         return paths
 
 
-class AsyncClient:
+class AsyncClient(AsyncBatchCalls):
     """Asynchronous client with the same calls."""
 
     def __init__(
@@ -238,8 +244,9 @@ class AsyncClient:
     async def close(self) -> None:
         await self.http.aclose()
 
-    async def submit(self, prompt: str, **params: Any) -> Job:
-        return _check(await self.http.post("/v1/jobs", json=_job_body(prompt, params))).json()
+    async def submit(self, prompt: str, *, idempotency_key: str | None = None, **params: Any) -> Job:
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+        return _check(await self.http.post("/v1/jobs", json=_job_body(prompt, params), headers=headers)).json()
 
     async def get(self, job_id: str) -> Job:
         return _check(await self.http.get(f"/v1/jobs/{job_id}")).json()

@@ -1,22 +1,30 @@
-"""`make demo`: the embedded farm renders a small product catalog, writes images and a manifest, stops."""
+"""`make demo`: the embedded farm renders a small product catalog, writes images and a manifest, stops.
+
+The catalog goes through the same path as a user's: one batch (`POST /v1/batches` with the CSV file),
+followed until every row is final, then its archive (images named by SKU + manifest.csv) unpacked.
+"""
 
 from __future__ import annotations
 
-import csv
 import time
+from contextlib import ExitStack
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import click
 import httpx
 from tqdm import tqdm
 
-from zfarm.client import FINAL, Client
+from zfarm.cli_batch import summary
+from zfarm.client import Client
 from zfarm.embedded import Farm, install_signal_handlers, open_on_loopback, pick_free_ports
 from zfarm.settings import DEFAULT_MODEL, TINY_MODEL, FarmSettings
 
 TEMPLATE = "studio product photo of a {material} {product} on {setting}, soft light, 85mm, high detail"
 DEMO_SIZE = 512
+DEMO_PARAMETERS = {"width": DEMO_SIZE, "height": DEMO_SIZE}
+DEMO_SEED = 1000  # each SKU's seed derives from it: the same catalog gives the same images on every run
 READY_TIMEOUT = 600.0
 
 
@@ -31,44 +39,43 @@ def real_weights_available(model: str) -> bool:
         return False
 
 
-def load_catalog(path: Path | None) -> list[dict[str, str]]:
-    if path is None:
-        text = resources.files("zfarm.data").joinpath("demo_catalog.csv").read_text(encoding="utf-8")
-    else:
-        text = path.read_text(encoding="utf-8")
-    return list(csv.DictReader(text.splitlines()))
-
-
 def run_demo(settings: FarmSettings, catalog: Path | None, out: Path | None) -> int:
     # 1. Choose the model: real weights if present, else the tiny test model, said loudly.
     if settings.model == DEFAULT_MODEL and not real_weights_available(settings.model):
         settings = settings.model_copy(update={"model": TINY_MODEL, "warmup_size": DEMO_SIZE})
         banner = "NO REAL WEIGHTS FOUND: using the TINY TEST MODEL. Its images are random NOISE, not products."
         click.secho("=" * len(banner) + "\n" + banner + "\n" + "=" * len(banner), fg="yellow", bold=True)
-    rows = load_catalog(catalog)
     out = (out or settings.data_dir / "demo").resolve()
     settings = open_on_loopback(pick_free_ports(settings))
     farm = Farm(settings, log_dir=settings.data_dir.resolve() / "logs")
     stop = [False]
     install_signal_handlers(stop)
+    final: dict[str, Any] = {}
     try:
         farm.start()
         click.echo(f"embedded farm started (process logs in {farm.log_dir}):")
         for line in farm.describe():
             click.echo("  " + line)
-        with Client(farm.api_url, timeout=30) as client:
+        with Client(farm.api_url, timeout=30) as client, ExitStack() as files:
             wait_until_ready(client, farm, stop)
-            jobs = submit_catalog(client, rows)
-            finished = follow(client, jobs, stop)
-            write_outputs(client, rows, finished, out)
+            path = catalog or files.enter_context(resources.as_file(resources.files("zfarm.data") / "demo_catalog.csv"))
+            created = client.upload_batch(
+                path, template=TEMPLATE, defaults=DEMO_PARAMETERS, seed=DEMO_SEED, name="demo"
+            )
+            if created["jobs_reused"]:
+                click.echo(
+                    f"{created['jobs_reused']} row(s) reuse images rendered by an earlier run (same model, seed)"
+                )
+            final = follow(client, created, stop)
+            client.download_batch(created["id"], out)
     finally:
         click.echo("stopping the farm ...")
         farm.stop()
-    ok = sum(1 for j in finished.values() if j["status"] == "succeeded")
-    click.echo(f"{ok}/{len(rows)} images succeeded; images and manifest.csv in {out}")
+    click.echo(summary(final))
+    click.echo(f"images (named by SKU) and manifest.csv in {out}")
     if settings.model == TINY_MODEL:
         click.secho("Reminder: these images come from the tiny random test model and are noise.", fg="yellow")
-    return 0 if ok == len(rows) else 1
+    return 0 if final.get("status") == "succeeded" else 1
 
 
 def wait_until_ready(client: Client, farm: Farm, stop: list[bool]) -> None:
@@ -91,79 +98,11 @@ def wait_until_ready(client: Client, farm: Farm, stop: list[bool]) -> None:
     raise click.ClickException("interrupted")
 
 
-def submit_catalog(client: Client, rows: list[dict[str, str]]) -> dict[str, str]:
-    jobs = {}
-    for i, row in enumerate(rows):
-        prompt = TEMPLATE.format(**row)
-        job = client.submit(prompt, width=DEMO_SIZE, height=DEMO_SIZE, seed=1000 + i)
-        jobs[row["sku"]] = job["id"]
-    return jobs
-
-
-def follow(client: Client, jobs: dict[str, str], stop: list[bool]) -> dict[str, dict]:
-    finished: dict[str, dict] = {}
-    with tqdm(total=len(jobs), desc="rendering catalog", unit="img") as bar:
-        while len(finished) < len(jobs) and not stop[0]:
-            for sku, job_id in jobs.items():
-                if sku in finished:
-                    continue
-                job = client.get(job_id)
-                if job["status"] in FINAL:
-                    finished[sku] = job
-                    bar.update(1)
+def follow(client: Client, created: dict[str, Any], stop: list[bool]) -> dict[str, Any]:
+    with tqdm(total=created["rows"], desc="rendering catalog", unit="img") as bar:
+        while True:
+            batch = client.get_batch(created["id"])
+            bar.update(batch["done"] - bar.n)
+            if batch["status"] != "active" or stop[0]:
+                return batch
             time.sleep(0.3)
-    return finished
-
-
-def write_outputs(client: Client, rows: list[dict[str, str]], finished: dict[str, dict], out: Path) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    with (out / "manifest.csv").open("w", newline="", encoding="utf-8") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(
-            [
-                "sku",
-                "status",
-                "file",
-                "prompt",
-                "seed",
-                "width",
-                "height",
-                "format",
-                "sha256",
-                "gpu_seconds",
-                "worker",
-                "model",
-                "test_model_noise",
-                "job_id",
-                "error",
-            ]
-        )
-        for row in rows:
-            job = finished.get(row["sku"])
-            if job is None:
-                writer.writerow([row["sku"], "not finished"] + [""] * 13)
-                continue
-            image = job["images"][0] if job["images"] else None
-            file_name = ""
-            if image is not None:
-                file_name = f"{row['sku']}.{'jpg' if image['format'] == 'jpeg' else image['format']}"
-                (out / file_name).write_bytes(client.image_bytes(job["id"], 0))
-            writer.writerow(
-                [
-                    row["sku"],
-                    job["status"],
-                    file_name,
-                    job["parameters"]["prompt"],
-                    image["seed"] if image else "",
-                    job["parameters"]["width"],
-                    job["parameters"]["height"],
-                    image["format"] if image else "",
-                    image["sha256"] if image else "",
-                    f"{job['gpu_seconds']:.3f}" if job["gpu_seconds"] else "",
-                    job["worker_name"],
-                    job["model_id"],
-                    job["test_model_noise"],
-                    job["id"],
-                    job["error"] or "",
-                ]
-            )

@@ -6,12 +6,15 @@ variable; validators raise on bad values instead of adjusting them.
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from zfarm.presets import PRESET_NAME, SHIPPED, Preset
 
 MemoryPolicy = Literal["auto", "full", "model-offload", "sequential-offload"]
 DEFAULT_MODEL = "Tongyi-MAI/Z-Image-Turbo"
@@ -64,11 +67,27 @@ class FarmSettings(BaseSettings):
     webhook_timeout_seconds: float = Field(10.0, gt=0, le=120)
     max_upload_bytes: int = Field(64 * 1024 * 1024, ge=1024)
 
+    # Catalog campaigns (batches).
+    presets: dict[str, Preset] = Field(default_factory=dict)  # JSON; added to the shipped ones, same name wins
+    max_batch_rows: int = Field(50_000, ge=1, le=1_000_000)
+    # Bulk job ids kept in Redis at once (the rest wait in SQL and are fed in by turns between batches).
+    # Unset: two per live worker, at least 2. Smaller means finer fairness, larger means less idle risk.
+    bulk_queue_depth: int | None = Field(None, ge=1, le=10_000)
+    dispatch_every_seconds: float = Field(0.5, gt=0, le=60)
+
     @field_validator("model")
     @classmethod
     def _model_not_empty(cls, value: str) -> str:
         if not value.strip():
             raise ValueError("model must be a Hugging Face repo id, a local directory or 'tiny' (got '')")
+        return value
+
+    @field_validator("presets")
+    @classmethod
+    def _preset_names(cls, value: dict[str, Preset]) -> dict[str, Preset]:
+        for name in value:
+            if not re.fullmatch(PRESET_NAME, name):
+                raise ValueError(f"preset name must match {PRESET_NAME} (got {name!r})")
         return value
 
     @field_validator("database_url", "redis_url")
@@ -104,6 +123,10 @@ class FarmSettings(BaseSettings):
     @property
     def models_dir(self) -> Path:
         return (self.data_dir / "models").resolve()
+
+    @property
+    def all_presets(self) -> dict[str, Preset]:
+        return {**SHIPPED, **self.presets}
 
     @property
     def is_tiny_model(self) -> bool:

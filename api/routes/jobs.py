@@ -3,18 +3,23 @@ from __future__ import annotations
 import secrets
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Query, Request, Response, status
+from fastapi import APIRouter, Header, HTTPException, Query, Request, Response, status
 from fastapi import Path as FPath
 from fastapi.responses import FileResponse, StreamingResponse
-from sqlalchemy import select
+from sqlalchemy import insert, select
+from sqlalchemy.exc import IntegrityError
 
 from api.auth import PrincipalDep
+from api.batch_intake import scoped_key
+from api.dedup import copied_images, find_reusable, reused_values
 from api.deps import EnqueuerDep, SessionDep, SettingsDep, StorageDep
+from api.job_identity import content_hash
 from api.progress import job_progress
 from api.prompt_checks import check_job, refuse
+from api.refusals import Refusal
 from api.schemas import MAX_SEED, ImageOut, JobCreate, JobList, JobOut, WebhookOut
 from api.webhook_sweep import send_now
-from models import Job, JobStatus, WebhookDelivery
+from models import Image, Job, JobStatus, Lane, WebhookDelivery
 from models.base import utcnow
 from models.jobs import FINAL_STATUSES
 
@@ -73,6 +78,12 @@ def job_out(job: Job, request: Request) -> JobOut:
             )
             for im in job.images
         ],
+        lane=job.lane,
+        batch_id=job.batch_id,
+        item_key=job.item_key,
+        row_number=job.row_number,
+        content_hash=job.content_hash,
+        reused_from=job.reused_from,
     )
 
 
@@ -93,7 +104,16 @@ def create_job(
     response: Response,
     principal: PrincipalDep,
     settings: SettingsDep,
+    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
 ) -> JobOut:
+    try:
+        key = scoped_key(principal, idempotency_key)
+    except Refusal as exc:
+        raise exc.to_http() from exc
+    if key is not None and (earlier := _replayed_job(session, key, body)) is not None:
+        response.headers["Idempotent-Replayed"] = "true"
+        response.headers["Location"] = str(request.url_for("get_job", job_id=earlier.id))
+        return job_out(earlier, request)
     check_job(body, settings)
     if body.callback_url is not None and not settings.webhook_secret:
         raise refuse("callback_url", str(body.callback_url), "this farm has no ZFARM_WEBHOOK_SECRET to sign webhooks")
@@ -116,17 +136,53 @@ def create_job(
         attempts=0,
         cancel_requested=False,
         created_at=utcnow(),
+        lane=Lane.INTERACTIVE,
+        idempotency_key=key,
     )
     if body.callback_url is not None:
         # The outbox row is written with the job, so its ending can never be missed.
         job.webhook = WebhookDelivery(url=str(body.callback_url), created_at=utcnow(), updated_at=utcnow())
+    job.content_hash = content_hash({**body.model_dump(), "seed": job.seed}, settings.model, settings.model_revision)
+    original = find_reusable(session, [job.content_hash], principal.tenant, settings.model) if body.dedup else {}
+    if original:
+        # Done at once: same model, parameters and seed as a succeeded job, whose images it shares.
+        [earlier_job] = original.values()
+        for name, value in reused_values(earlier_job).items():
+            setattr(job, name, value)
+        job.started_at = job.finished_at = job.created_at
     session.add(job)
-    session.commit()
+    try:
+        session.flush()
+        if original:
+            session.execute(insert(Image), copied_images(earlier_job, job.id))
+        session.commit()
+    except IntegrityError:
+        session.rollback()  # a concurrent request with the same Idempotency-Key won the race
+        if key is None or (earlier := _replayed_job(session, key, body)) is None:
+            raise
+        response.headers["Idempotent-Replayed"] = "true"
+        return job_out(earlier, request)
     # 2. Then send its id; the reconciler re-sends if this did not reach Redis.
-    enqueuer.send([job.id])
+    if not original:
+        enqueuer.send([job.id])
+    elif job.webhook is not None:
+        send_now(request.app.state.sessions, request.app.state.celery, job.id)  # done at once by reuse
     session.refresh(job)
     response.headers["Location"] = str(request.url_for("get_job", job_id=job.id))
     return job_out(job, request)
+
+
+def _replayed_job(session: SessionDep, key: str, body: JobCreate) -> Job | None:
+    """The job an earlier request with this Idempotency-Key made; a different request is refused (409)."""
+    job = session.scalar(select(Job).where(Job.idempotency_key == key))
+    if job is None:
+        return None
+    asked = body.model_dump(exclude={"dedup", "seed", "callback_url"}, exclude_unset=False)
+    stored = {name: getattr(job, name) for name in asked}
+    callback = (str(body.callback_url) if body.callback_url else None, job.webhook.url if job.webhook else None)
+    if asked != stored or (body.seed is not None and body.seed != job.seed) or callback[0] != callback[1]:
+        raise HTTPException(409, detail="this Idempotency-Key was used for a different job; use a new key")
+    return job
 
 
 @router.get("", response_model=JobList)

@@ -26,7 +26,12 @@ def test_demo_renders_the_catalog_and_says_it_is_noise(tmp_path: Path) -> None:
     assert "TINY TEST MODEL" in done.stdout and "NOISE" in done.stdout
     out = tmp_path / "data" / "demo"
     rows = list(csv.DictReader((out / "manifest.csv").open(encoding="utf-8")))
-    assert len(rows) >= 8
+    catalog = list(csv.DictReader((REPO / "zfarm" / "data" / "demo_catalog.csv").open(encoding="utf-8")))
+    assert len(rows) == len(catalog) >= 8
+    # the demo went through the batch path: one manifest line per SKU, each image named by its SKU
+    assert [row["key"] for row in rows] == [item["sku"] for item in catalog]
     for row in rows:
         assert row["status"] == "succeeded" and row["test_model_noise"] == "True"
+        assert row["file"] == f"{row['key']}.png" and row["width"] == row["height"] == "512"
         assert hashlib.sha256((out / row["file"]).read_bytes()).hexdigest() == row["sha256"]
+    assert "8 succeeded" in done.stdout

@@ -58,7 +58,8 @@ def test_job_succeeds_with_png_whose_sha256_matches_served_bytes(farm: LiveFarm)
 
 
 def test_same_seed_and_parameters_give_the_same_bytes(farm: LiveFarm) -> None:
-    body = {"prompt": "a linen shirt on a hanger", "width": 256, "height": 256, "seed": 7}
+    # dedup off: the second job must render again, not reuse the first one's images
+    body = {"prompt": "a linen shirt on a hanger", "width": 256, "height": 256, "seed": 7, "dedup": False}
     first = farm.wait_job(farm.api.post("/v1/jobs", json=body).json()["id"])
     second = farm.wait_job(farm.api.post("/v1/jobs", json=body).json()["id"])
     other_seed = farm.wait_job(farm.api.post("/v1/jobs", json={**body, "seed": 8}).json()["id"])

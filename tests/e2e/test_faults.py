@@ -17,7 +17,15 @@ from sqlalchemy import func, select
 
 from broker_config.task_names import RENDER_JOB
 from models import Image
-from tests.farm_helpers import LiveFarm, job_status, live_farm, wait_for, worker_pid
+from tests.farm_helpers import (
+    LiveFarm,
+    job_status,
+    live_farm,
+    start_worker,
+    stop_process_group,
+    wait_for,
+    worker_pid,
+)
 
 pytestmark = pytest.mark.e2e
 SLOW = {"width": 1024, "height": 1024, "steps": 12}  # a few seconds on the tiny model: time to interfere
@@ -145,3 +153,27 @@ def test_the_same_message_delivered_twice_at_once_gives_one_output(tmp_path: Pat
         assert _image_rows(farm, job_id) == 1 and len(_stored_files(farm, job_id)) == 1
         logs = "".join((tmp_path / f"{n}.log").read_text() for n in ("test-cpu0", "test-cpu0-2"))
         assert logs.count(f"job {job_id} not run: skipped") == 1
+
+
+def test_kill_9_of_the_whole_worker_mid_job_requeues_it_when_the_worker_restarts(tmp_path: Path) -> None:
+    with live_farm(f"sqlite:///{tmp_path / 'zfarm.db'}", tmp_path) as farm:
+        job_id = farm.submit(prompt="a host dies", **SLOW)
+        _wait_running(farm, job_id)
+        # when: parent and child die at once (the message stays unacknowledged in Redis), then it comes back
+        os.killpg(farm.worker.pid, signal.SIGKILL)
+        farm.worker.wait()
+        env_queue = farm.api.app.state.enqueuer.queue
+        restarted = start_worker(
+            farm.settings.resolved_database_url,
+            tmp_path,
+            farm.worker_name,
+            tmp_path / "restarted.log",
+            ZFARM_QUEUE=env_queue,
+        )
+        try:
+            job = farm.wait_job(job_id, timeout=180)
+        finally:
+            stop_process_group(restarted)
+        # then
+        assert job["status"] == "succeeded" and job["attempts"] == 2
+        assert _image_rows(farm, job_id) == 1 and len(_stored_files(farm, job_id)) == 1

@@ -1,0 +1,64 @@
+"""The batch archive: every image named by its key, plus manifest.csv, streamed as a zip.
+
+zipstream-ng writes each member as it is read (images are stored, not recompressed: PNG, WebP and JPEG
+are compressed already). Jobs are read a page at a time and each page's files are streamed before the
+next page is read, so memory holds one page of rows plus the zip's central directory (about 100 bytes
+per member, which the zip format needs at the end). The manifest is spooled to a temporary file while
+the images stream (kept in memory only while small) and added last.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import tempfile
+from collections.abc import Iterable, Iterator
+from typing import BinaryIO
+
+from zipstream import ZIP_STORED, ZipStream
+
+from api.manifest import COLUMNS, FileNamer, ImageUrl, manifest_lines
+from models import Job
+from zfarm.storage import Storage
+
+CHUNK = 256 * 1024
+SPOOL_IN_MEMORY = 1024 * 1024
+
+
+def archive_chunks(jobs: Iterable[Job], storage: Storage, image_url: ImageUrl) -> Iterator[bytes]:
+    zs = ZipStream(compress_type=ZIP_STORED)
+    namer = FileNamer()
+    with tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY, mode="w+b") as spool:
+        text = io.TextIOWrapper(spool, encoding="utf-8", newline="")
+        writer = csv.writer(text)
+        writer.writerow(COLUMNS)
+        for n, job in enumerate(jobs, start=1):
+            missing = {im.storage_key for im in job.images if not storage.exists(im.storage_key)}
+            names = namer.names(job, missing)
+            writer.writerows(manifest_lines(job, names, image_url))
+            for image in job.images:
+                if image.index not in names:
+                    continue
+                name = names[image.index]
+                path = storage.path(image.storage_key)
+                if path is not None:
+                    zs.add_path(str(path), name)
+                else:
+                    zs.add(_read(storage.open(image.storage_key)), name, size=image.bytes)
+            if n % 100 == 0:
+                yield from zs.all_files()
+        yield from zs.all_files()
+        text.flush()
+        spool.seek(0)
+        zs.add(_read(spool, close=False), "manifest.csv")
+        yield from zs.finalize()
+        text.detach()
+
+
+def _read(fh: BinaryIO, close: bool = True) -> Iterator[bytes]:
+    try:
+        while chunk := fh.read(CHUNK):
+            yield chunk
+    finally:
+        if close:
+            fh.close()

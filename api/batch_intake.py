@@ -1,0 +1,183 @@
+"""Accepting a catalog: validate every row, then write the batch, its jobs and any reused images at once.
+
+Nothing is written unless every row is valid. Rows go in with one executemany per table (SQLAlchemy's
+insertmanyvalues), never one round trip per row; no job id is sent to Redis here: bulk jobs wait in SQL
+and the dispatcher (`api.dispatcher`) feeds them to the bulk queue by turns between batches.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import insert, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from api.auth import Principal
+from api.batch_schemas import BatchOptions
+from api.catalog_files import Catalog
+from api.catalog_rows import JobSpec, RowRules, build_jobs
+from api.dedup import copied_images, find_reusable, reused_values
+from api.job_identity import content_hash
+from api.prompt_template import parse_template
+from api.refusals import refuse
+from api.schemas import JobCreate
+from models import Batch, Image, Job, JobStatus, Lane, PromptTemplate
+from models.base import new_id, utcnow
+from zfarm.settings import FarmSettings
+from zfarm.token_window import load_tokenizer
+
+
+@dataclass(frozen=True)
+class Intake:
+    options: BatchOptions
+    catalog: Catalog
+    request_sha256: str
+    idempotency_key: str | None  # already scoped to the tenant
+
+
+def request_fingerprint(options: BatchOptions, payload: bytes | list[Any]) -> str:
+    """Same options and same rows give the same fingerprint, whatever the multipart boundary or key order."""
+    digest = hashlib.sha256(options.model_dump_json().encode())
+    digest.update(payload if isinstance(payload, bytes) else json.dumps(payload, sort_keys=True).encode())
+    return digest.hexdigest()
+
+
+def scoped_key(principal: Principal, key: str | None) -> str | None:
+    if key is None:
+        return None
+    if not 1 <= len(key) <= 150 or not key.isprintable():
+        raise refuse("must be 1 to 150 printable characters", field="Idempotency-Key", value=key[:160])
+    return f"{principal.tenant or ''}:{key}"
+
+
+def replayed_batch(session: Session, intake: Intake) -> Batch | None:
+    """The batch an earlier request with this Idempotency-Key made, if any; a different request is refused."""
+    if intake.idempotency_key is None:
+        return None
+    batch = session.scalar(select(Batch).where(Batch.idempotency_key == intake.idempotency_key))
+    if batch is not None and batch.request_sha256 != intake.request_sha256:
+        raise refuse(
+            "this Idempotency-Key was used for a different batch request; use a new key for new content",
+            field="Idempotency-Key",
+            status_code=409,
+        )
+    return batch
+
+
+def accept_batch(
+    session: Session, settings: FarmSettings, principal: Principal, intake: Intake, quotas: Any
+) -> tuple[Batch, bool]:
+    """Returns the batch and whether it is a replay of an earlier request with the same Idempotency-Key."""
+    if (earlier := replayed_batch(session, intake)) is not None:
+        return earlier, True
+    opts = intake.options
+    rules = _row_rules(session, settings, principal, opts)
+    tokenizer = load_tokenizer(settings.model, settings.model_revision)
+    specs = build_jobs(intake.catalog, rules, tokenizer)
+    quotas.check_submit(session, principal, new_jobs=len(specs))
+    batch = Batch(
+        id=new_id(),
+        tenant=principal.tenant,
+        name=opts.name or f"batch of {len(specs)}",
+        template=rules.template.text,
+        key_column=opts.key_column,
+        defaults=opts.defaults.parameters() or None,
+        preset=rules.preset,
+        seed=opts.seed,
+        dedup=opts.dedup,
+        source=intake.catalog.source,
+        rows=len(specs),
+        idempotency_key=intake.idempotency_key,
+        request_sha256=intake.request_sha256,
+        created_at=utcnow(),
+    )
+    job_rows, image_rows = _rows(session, settings, principal, batch, specs)
+    batch.jobs_reused = sum(1 for r in job_rows if r["status"] == JobStatus.SUCCEEDED)
+    session.add(batch)
+    try:
+        session.flush()
+        session.execute(insert(Job), job_rows)
+        if image_rows:
+            session.execute(insert(Image), image_rows)
+        session.commit()
+    except IntegrityError:
+        # Two requests with one Idempotency-Key raced: the other one won; answer with its batch.
+        session.rollback()
+        if (earlier := replayed_batch(session, intake)) is not None:
+            return earlier, True
+        raise
+    return batch, False
+
+
+def _saved_template(session: Session, principal: Principal, name: str) -> PromptTemplate:
+    row = session.scalar(
+        select(PromptTemplate).where(PromptTemplate.tenant == (principal.tenant or ""), PromptTemplate.name == name)
+    )
+    if row is None:
+        raise refuse("no saved template by this name (see GET /v1/templates)", field="template_name", value=name)
+    return row
+
+
+def _row_rules(session: Session, settings: FarmSettings, principal: Principal, opts: BatchOptions) -> RowRules:
+    presets = settings.all_presets
+    saved = _saved_template(session, principal, opts.template_name) if opts.template_name else None
+    template = parse_template(opts.template if opts.template is not None else saved.template)  # type: ignore[union-attr]
+    preset = opts.preset or (saved.preset if saved else None)
+    if preset is not None and preset not in presets:
+        raise refuse(f"unknown preset: known presets are {', '.join(sorted(presets))}", field="preset", value=preset)
+    # job defaults < batch preset < saved template's negative prompt < batch defaults
+    base = JobCreate(prompt="-").model_dump(exclude={"prompt", "seed", "dedup", "truncate_prompt"})
+    base.update(presets[preset].parameters() if preset else {})
+    if saved is not None and saved.negative_prompt:
+        base["negative_prompt"] = saved.negative_prompt
+    base.update(opts.defaults.parameters())
+    return RowRules(
+        template=template,
+        key_column=opts.key_column,
+        base=base,
+        presets=presets,
+        batch_seed=opts.seed,
+        max_pixels=settings.max_pixels,
+        truncate_prompt=opts.truncate_prompt,
+        preset=preset,
+    )
+
+
+def _rows(
+    session: Session, settings: FarmSettings, principal: Principal, batch: Batch, specs: list[JobSpec]
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    hashes = [content_hash(s.params, settings.model, settings.model_revision) for s in specs]
+    reusable = find_reusable(session, hashes, principal.tenant, settings.model) if batch.dedup else {}
+    now = utcnow()
+    jobs: list[dict[str, Any]] = []
+    images: list[dict[str, Any]] = []
+    for spec, digest in zip(specs, hashes, strict=True):
+        row = {
+            **spec.params,
+            "id": new_id(),
+            "tenant": principal.tenant,
+            "status": JobStatus.QUEUED,
+            "attempts": 0,
+            "cancel_requested": False,
+            "created_at": now,
+            "batch_id": batch.id,
+            "item_key": spec.key,
+            "row_number": spec.row,
+            "lane": Lane.BULK,
+            "content_hash": digest,
+            "started_at": None,
+            "finished_at": None,
+            "gpu_seconds": None,
+            "reused_from": None,
+            **{name: None for name in ("worker_name", "device_name", "memory_policy", "model_id")},
+            **{name: None for name in ("model_revision", "versions", "recovery")},
+        }
+        if (original := reusable.get(digest)) is not None:
+            row.update(reused_values(original), started_at=now, finished_at=now)
+            images.extend(copied_images(original, row["id"]))
+        jobs.append(row)
+    return jobs, images

@@ -1,0 +1,147 @@
+"""Request and response bodies of catalog campaigns: batches, presets, saved templates."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from api.schemas import MAX_PROMPT_CHARS, MAX_SEED
+from zfarm.presets import PRESET_NAME, ParameterSet, Preset
+
+CellValue = str | int | float | bool | None
+TEMPLATE_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$"
+
+
+class BatchOptions(BaseModel):
+    """Everything about a batch except its rows (a JSON body adds `rows`, an upload adds `file`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field("", max_length=200)
+    template: str | None = Field(
+        None, min_length=1, max_length=MAX_PROMPT_CHARS, description="e.g. 'photo of {product}'"
+    )
+    template_name: str | None = Field(None, pattern=TEMPLATE_NAME, description="a template saved with /v1/templates")
+    key_column: str = Field("sku", min_length=1, max_length=100, description="the column that names each item")
+    defaults: ParameterSet = Field(default_factory=ParameterSet, description="parameters for every row")
+    preset: str | None = Field(None, pattern=PRESET_NAME)
+    seed: int = Field(
+        0, ge=0, le=MAX_SEED, description="rows without a seed column get sha256(batch seed, key): stable per key"
+    )
+    dedup: bool = Field(True, description="reuse images of succeeded jobs with the same content hash")
+    truncate_prompt: bool = False
+
+    @model_validator(mode="after")
+    def _one_template(self) -> BatchOptions:
+        if (self.template is None) == (self.template_name is None):
+            raise ValueError("send exactly one of template and template_name")
+        return self
+
+
+class BatchCreate(BatchOptions):
+    rows: list[dict[str, CellValue]] = Field(min_length=1, description="one object per item, column: value")
+
+
+class BatchCreated(BaseModel):
+    id: str
+    name: str
+    rows: int
+    jobs_created: int
+    jobs_reused: int = Field(description="rows done at once by reusing finished images (no GPU)")
+    jobs_queued: int
+    seed: int
+    url: str
+    manifest_url: str
+    archive_url: str
+
+
+BatchState = Literal["active", "succeeded", "failed", "canceled"]
+
+
+class BatchOut(BaseModel):
+    id: str
+    name: str
+    status: BatchState = Field(description="active until every job is final; then succeeded, failed or canceled")
+    template: str
+    key_column: str
+    preset: str | None
+    defaults: dict[str, object] | None
+    seed: int
+    dedup: bool
+    source: str
+    rows: int
+    counts: dict[str, int] = Field(description="jobs by status")
+    done: int
+    progress: float = Field(description="final jobs / all jobs, 0..1")
+    images_done: int
+    jobs_reused: int
+    gpu_seconds: float
+    eta_seconds: float | None = Field(description="at the batch's recent pace; null until two jobs have finished")
+    created_at: datetime
+    canceled_at: datetime | None
+    url: str
+    manifest_url: str
+    archive_url: str
+
+
+class BatchList(BaseModel):
+    batches: list[BatchOut]
+
+
+class RetryOut(BaseModel):
+    batch_id: str
+    requeued: int
+
+
+class PresetOut(Preset):
+    name: str
+    shipped: bool
+
+
+class PresetList(BaseModel):
+    presets: list[PresetOut]
+
+
+class TemplateParts(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    subject: str = Field(min_length=1, max_length=1000)
+    action: str | None = Field(None, max_length=1000)
+    lighting: str | None = Field(None, max_length=1000)
+    style: str | None = Field(None, max_length=1000)
+    quality: str | None = Field(None, max_length=1000)
+
+
+class TemplateSave(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=TEMPLATE_NAME)
+    template: str | None = Field(None, min_length=1, max_length=MAX_PROMPT_CHARS)
+    parts: TemplateParts | None = Field(
+        None, description="[subject] + [pose/action] + [lighting] + [style] + [quality words], joined with commas"
+    )
+    negative_prompt: str | None = Field(None, max_length=MAX_PROMPT_CHARS)
+    preset: str | None = Field(None, pattern=PRESET_NAME)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> TemplateSave:
+        if (self.template is None) == (self.parts is None):
+            raise ValueError("send exactly one of template and parts")
+        return self
+
+
+class TemplateOut(BaseModel):
+    name: str
+    template: str
+    parts: dict[str, str | None] | None
+    negative_prompt: str | None
+    preset: str | None
+    columns: list[str]
+    created_at: datetime
+    updated_at: datetime
+
+
+class TemplateList(BaseModel):
+    templates: list[TemplateOut]

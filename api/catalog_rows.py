@@ -1,0 +1,239 @@
+"""Turning catalog rows into job parameters: key, template, presets, per-row overrides, seeds.
+
+Precedence, lowest first: the job defaults, the batch's preset, the batch's `defaults`, the row's `preset`
+column, the row's own override columns. Every problem found is reported with its row and column.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import ValidationError
+from tokenizers import Tokenizer
+
+from api.catalog_files import Catalog, CatalogRow
+from api.job_identity import derive_seed
+from api.prompt_template import Template
+from api.refusals import Problems, refuse
+from api.schemas import JobCreate
+from zfarm.presets import Preset
+from zfarm.token_window import MAX_TOKENS, chat_wrapped
+
+# Reserved columns override the job's parameters per row; `format` sets output_format.
+RESERVED = {
+    "width": "width",
+    "height": "height",
+    "seed": "seed",
+    "negative_prompt": "negative_prompt",
+    "num_images": "num_images",
+    "preset": "preset",
+    "format": "output_format",
+    "steps": "steps",
+    "guidance_scale": "guidance_scale",
+}
+_INT_FIELDS = {"width", "height", "seed", "num_images", "steps"}
+_WHOLE = re.compile(r"^[+-]?\d+$")
+_BAD_KEY = re.compile(r"[/\\\x00-\x1f\x7f]")
+MAX_KEY_CHARS = 200
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    row: int
+    line: int | None
+    key: str
+    params: dict[str, Any]  # every JobCreate field, validated
+
+
+@dataclass(frozen=True)
+class RowRules:
+    template: Template
+    key_column: str
+    base: dict[str, Any]  # job defaults < batch preset < batch defaults
+    presets: Mapping[str, Preset]
+    batch_seed: int
+    max_pixels: int
+    truncate_prompt: bool = False
+    preset: str | None = None  # the batch's preset, already folded into `base`; kept for the record
+
+
+def check_columns(catalog: Catalog, rules: RowRules) -> None:
+    """Problems that would fail every row: refused before looking at rows."""
+    known = ", ".join(catalog.columns) or "none"
+    for name in rules.template.columns:
+        if name not in catalog.columns:
+            raise refuse(
+                f"unknown placeholder: the catalog has no column {name!r} (its columns: {known})",
+                field="template",
+                value="{" + name + "}",
+            )
+    if rules.key_column not in catalog.columns:
+        raise refuse(
+            f"the catalog has no key column {rules.key_column!r} (its columns: {known}); set key_column",
+            field="key_column",
+            value=rules.key_column,
+        )
+
+
+def build_jobs(catalog: Catalog, rules: RowRules, tokenizer: Tokenizer | None = None) -> list[JobSpec]:
+    check_columns(catalog, rules)
+    problems = Problems()
+    specs: list[JobSpec] = []
+    rows_by_key: dict[str, list[int]] = {}
+    for row in catalog.rows:
+        spec = _build_row(row, rules, problems)
+        if spec is not None:
+            specs.append(spec)
+            rows_by_key.setdefault(spec.key, []).append(row.number)
+        if problems.full:
+            break
+    duplicates = {k: rows for k, rows in rows_by_key.items() if len(rows) > 1}
+    if duplicates:
+        listed = "; ".join(f"{k} (rows {', '.join(map(str, r))})" for k, r in list(duplicates.items())[:20])
+        more = f"; and {len(duplicates) - 20} more" if len(duplicates) > 20 else ""
+        problems.add(
+            f"duplicate keys: each key names one item: {listed}{more}",
+            column=rules.key_column,
+            value=sorted(duplicates)[:20],
+        )
+    if tokenizer is not None and not rules.truncate_prompt and not problems.items:
+        _check_token_window(specs, tokenizer, problems)
+    problems.raise_if_any()
+    return specs
+
+
+def _build_row(row: CatalogRow, rules: RowRules, problems: Problems) -> JobSpec | None:
+    where = {"row": row.number, "line": row.line}
+    before = len(problems.items)
+    key = _key(row, rules.key_column, problems)
+    overrides = _overrides(row, rules.presets, problems)
+    prompt = rules.template.render(row.values)
+    if not prompt.strip():
+        used = ", ".join(rules.template.columns) or "none"
+        problems.add(f"the rendered prompt is empty: the template's columns ({used}) are empty here", **where)
+    if len(problems.items) > before or key is None:
+        return None
+    params = {**rules.base, **overrides, "prompt": prompt, "truncate_prompt": rules.truncate_prompt}
+    if params.get("seed") is None:
+        params["seed"] = derive_seed(rules.batch_seed, key)
+    try:
+        job = JobCreate.model_validate(params)
+    except ValidationError as exc:
+        for err in exc.errors():
+            name = str(err["loc"][0]) if err["loc"] else "row"
+            column = next((c for c, f in RESERVED.items() if f == name and c in row.values), None)
+            rule = str(err["msg"]).removeprefix("Value error, ")
+            problems.add(rule, column=column, field=None if column else name, value=err.get("input"), **where)
+        return None
+    if job.width * job.height > rules.max_pixels:
+        problems.add(
+            f"width*height must be at most {rules.max_pixels} pixels on this farm",
+            field="width*height",
+            value=job.width * job.height,
+            **where,
+        )
+        return None
+    return JobSpec(row.number, row.line, key, job.model_dump(exclude={"dedup"}))
+
+
+def _key(row: CatalogRow, column: str, problems: Problems) -> str | None:
+    raw = row.values.get(column)
+    key = "" if raw is None else str(raw).strip()
+    where = {"row": row.number, "line": row.line, "column": column}
+    if not key:
+        problems.add("missing key: every row needs a value in the key column", **where)
+        return None
+    if len(key) > MAX_KEY_CHARS or _BAD_KEY.search(key) or key.startswith("."):
+        problems.add(
+            f"keys name files: at most {MAX_KEY_CHARS} characters, no '/', '\\\\' or control characters, "
+            "and no leading '.'",
+            value=key,
+            **where,
+        )
+        return None
+    return key
+
+
+def _overrides(row: CatalogRow, presets: Mapping[str, Preset], problems: Problems) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    # The row's preset first, so that the row's own columns beat it.
+    for column in ("preset", *(c for c in RESERVED if c != "preset")):
+        name, raw = RESERVED[column], row.values.get(column)
+        if raw is None or (isinstance(raw, str) and not raw.strip()):
+            continue  # an empty cell keeps the batch's value
+        where = {"row": row.number, "line": row.line, "column": column, "value": raw}
+        value = _parse(name, raw)
+        if value is None:
+            problems.add(_RULES[name], **where)
+        elif name != "preset":
+            out[name] = value
+        elif value in presets:
+            out.update(presets[value].parameters())
+        else:
+            problems.add(f"unknown preset: known presets are {', '.join(sorted(presets))}", **where)
+    return out
+
+
+_RULES = {
+    "width": "must be a whole number",
+    "height": "must be a whole number",
+    "seed": "must be a whole number",
+    "num_images": "must be a whole number",
+    "steps": "must be a whole number",
+    "guidance_scale": "must be a finite number",
+    "output_format": "must be one of png, webp, jpeg",
+    "negative_prompt": "must be text",
+    "preset": "must be a preset name",
+}
+
+
+def _parse(name: str, raw: Any) -> Any:
+    if isinstance(raw, bool):
+        return None
+    if name in _INT_FIELDS:
+        if isinstance(raw, int):
+            return raw
+        if isinstance(raw, float):
+            return int(raw) if raw.is_integer() else None
+        text = str(raw).strip()
+        return int(text) if _WHOLE.match(text) else None
+    if name == "guidance_scale":
+        try:
+            value = float(str(raw).strip())
+        except ValueError:
+            return None
+        return value if math.isfinite(value) else None
+    if name == "output_format":
+        text = str(raw).strip().lower()
+        return text if text in ("png", "webp", "jpeg") else None
+    return str(raw).strip() if name == "preset" else str(raw)
+
+
+TOKEN_CHUNK = 256  # prompts per encode_batch call: the encodings of 10,000 prompts at once take ~130 MiB
+
+
+def _check_token_window(specs: list[JobSpec], tokenizer: Tokenizer, problems: Problems) -> None:
+    # A few hundred prompts per call: the Rust tokenizer still encodes them in parallel, and only their
+    # lengths are kept, so memory does not grow with the catalog.
+    for field in ("prompt", "negative_prompt"):
+        indexed = [(s, s.params[field]) for s in specs if s.params.get(field)]
+        for i in range(0, len(indexed), TOKEN_CHUNK):
+            chunk = indexed[i : i + TOKEN_CHUNK]
+            encodings = tokenizer.encode_batch([chat_wrapped(text) for _, text in chunk], add_special_tokens=False)
+            lengths = [len(enc.ids) for enc in encodings]
+            del encodings
+            for (spec, _), n in zip(chunk, lengths, strict=True):
+                if n > MAX_TOKENS:
+                    problems.add(
+                        f"is {n} tokens with the chat template; the text encoder reads at most {MAX_TOKENS} "
+                        "(send truncate_prompt: true to cut it)",
+                        field=field,
+                        row=spec.row,
+                        line=spec.line,
+                    )
+                    if problems.full:
+                        return

@@ -1,0 +1,158 @@
+"""Feeds bulk (batch) jobs to Redis a few at a time, taking turns between batches.
+
+Why not queue every batch job at once: one Redis list is first-in-first-out, so a 10,000-row batch
+submitted first would hold the workers until its last row, and a batch submitted a minute later would
+wait for all of it. Instead the rows wait in SQL, and this loop keeps the bulk queue only a few ids deep
+(two per live worker by default), topping it up by turns: each round serves the batches in order of
+their last turn (`batches.dispatched_at`, never-served first), one job each, until the queue is full.
+That is round-robin between batches, it keeps Redis small, and a batch's rows go in row order.
+Interactive jobs never pass through here: they go straight to their own queue, which workers read
+first (see broker_config/celeryconfig.py).
+
+Every API process runs one; a Redis lock lets one of them dispatch at a time.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import deque
+from dataclasses import dataclass
+from datetime import timedelta
+
+import redis
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from api.enqueue import Enqueuer
+from models import Batch, Job, JobStatus, Lane, Worker, WorkerState
+from models.base import utcnow
+from models.db import transaction
+
+log = logging.getLogger(__name__)
+MIN_DEPTH = 2
+
+
+@dataclass
+class Dispatcher:
+    sessions: sessionmaker[Session]
+    enqueuer: Enqueuer
+    redis_url: str
+    depth: int | None = None  # None: two per live worker, at least MIN_DEPTH
+    offline_after: float = 30.0
+
+    def __post_init__(self) -> None:
+        self.redis = redis.Redis.from_url(self.redis_url)
+        self.queue = self.enqueuer.queues[Lane.BULK]
+
+    def top_up(self) -> int:
+        """One round: returns how many ids it sent."""
+        lock = self.redis.lock(f"zfarm:dispatcher:{self.queue}", timeout=30, blocking=False)
+        if not lock.acquire(blocking=False):
+            return 0  # another API process is dispatching right now
+        try:
+            # Messages without a priority sit in the plain list; the farm never sets one.
+            missing = self.target_depth() - int(self.redis.llen(self.queue))
+            return self._dispatch(missing) if missing > 0 else 0
+        finally:
+            try:
+                lock.release()
+            except redis.exceptions.LockError:
+                log.warning("dispatcher lock expired before its round ended")
+
+    def target_depth(self) -> int:
+        if self.depth is not None:
+            return self.depth
+        stale = utcnow() - timedelta(seconds=self.offline_after)
+        with self.sessions() as s:
+            live = s.scalar(
+                select(func.count())
+                .select_from(Worker)
+                .where(Worker.last_heartbeat >= stale, Worker.state != WorkerState.OFFLINE)
+            )
+        return max(MIN_DEPTH, 2 * int(live or 0))
+
+    def _dispatch(self, count: int) -> int:
+        with self.sessions() as s:
+            waiting = (
+                select(Job.batch_id)
+                .where(Job.lane == Lane.BULK, Job.status == JobStatus.QUEUED, Job.enqueued_at.is_(None))
+                .distinct()
+            )
+            order = list(
+                s.scalars(
+                    select(Batch.id)
+                    .where(Batch.id.in_(waiting))
+                    .order_by(Batch.dispatched_at.asc().nulls_first(), Batch.created_at, Batch.id)
+                )
+            )
+            heads = {batch_id: self._next_ids(s, batch_id, count) for batch_id in order}
+        picks, served = take_turns(order, heads, count)
+        if not picks:
+            return 0
+        sent = self.enqueuer.send(picks, Lane.BULK)
+        # The batch served last in this round goes last in the next one.
+        now = utcnow()
+        last_turn = {batch_id: position for position, batch_id in enumerate(served)}
+        with transaction(self.sessions) as s:
+            for batch_id, position in last_turn.items():
+                s.execute(
+                    update(Batch)
+                    .where(Batch.id == batch_id)
+                    .values(dispatched_at=now + timedelta(microseconds=position))
+                )
+        return len(sent)
+
+    @staticmethod
+    def _next_ids(s: Session, batch_id: str, count: int) -> list[str]:
+        return list(
+            s.scalars(
+                select(Job.id)
+                .where(Job.batch_id == batch_id, Job.status == JobStatus.QUEUED, Job.enqueued_at.is_(None))
+                .order_by(Job.row_number)
+                .limit(count)
+            )
+        )
+
+    def close(self) -> None:
+        self.redis.close()
+
+
+def take_turns(order: list[str], heads: dict[str, list[str]], count: int) -> tuple[list[str], list[str]]:
+    """Up to `count` ids, one per batch per turn in `order`; returns the ids and the batch of each."""
+    queues = {batch_id: deque(heads.get(batch_id, ())) for batch_id in order}
+    picks: list[str] = []
+    served: list[str] = []
+    while len(picks) < count and any(queues.values()):
+        for batch_id in order:
+            if queues[batch_id] and len(picks) < count:
+                picks.append(queues[batch_id].popleft())
+                served.append(batch_id)
+    return picks, served
+
+
+class DispatcherThread(threading.Thread):
+    def __init__(self, dispatcher: Dispatcher, every: float = 0.5) -> None:
+        super().__init__(name="dispatcher", daemon=True)
+        self.dispatcher, self.every = dispatcher, every
+        self.stopped = threading.Event()
+        self._wake = threading.Event()
+
+    def wake(self) -> None:
+        """Run a round now (a batch was accepted or retried) instead of at the next tick."""
+        self._wake.set()
+
+    def stop(self) -> None:
+        self.stopped.set()
+        self._wake.set()
+
+    def run(self) -> None:
+        while not self.stopped.is_set():
+            self._wake.wait(self.every)
+            self._wake.clear()
+            if self.stopped.is_set():
+                break
+            try:
+                self.dispatcher.top_up()
+            except Exception:  # the database or Redis may be restarting; the next round tries again
+                log.exception("dispatcher round failed")

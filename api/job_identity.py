@@ -1,0 +1,47 @@
+"""What makes two jobs the same: derived seeds and the content hash used for dedup."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from typing import Any
+
+SEED_SPACE = 2**63
+HASH_VERSION = 1  # bump when the rendering path changes what the same parameters produce
+
+
+def derive_seed(batch_seed: int, key: str) -> int:
+    """A row's seed from the batch seed and the row's key alone: adding or reordering rows changes no other seed."""
+    digest = hashlib.sha256(f"zfarm-seed-v1\x1f{batch_seed}\x1f{key}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") % SEED_SPACE
+
+
+def normalized_parameters(params: Mapping[str, Any]) -> dict[str, Any]:
+    """Everything that decides the image bytes, in one canonical form.
+
+    Defaults and presets are already applied by the caller, so `{}` and `{"width": 1024}` hash the same.
+    The prompt is kept as sent: the text encoder sees every character, so whitespace changes the image.
+    PNG ignores `quality`, so it is left out for PNG.
+    """
+    fmt = params["output_format"]
+    return {
+        "prompt": params["prompt"],
+        "negative_prompt": params.get("negative_prompt") or None,
+        "width": int(params["width"]),
+        "height": int(params["height"]),
+        "steps": int(params["steps"]),
+        "guidance_scale": float(params["guidance_scale"]),
+        "seed": int(params["seed"]),
+        "num_images": int(params["num_images"]),
+        "output_format": fmt,
+        "quality": None if fmt == "png" else int(params["quality"]),
+        "truncate_prompt": bool(params.get("truncate_prompt", False)),
+    }
+
+
+def content_hash(params: Mapping[str, Any], model: str, revision: str | None) -> str:
+    """sha256 of (model id and revision, normalized parameters, seed)."""
+    record = {"v": HASH_VERSION, "model": model, "revision": revision, **normalized_parameters(params)}
+    canonical = json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()

@@ -1,0 +1,126 @@
+"""The batch manifest: one CSV line per image (or per job without images), safe to open in a spreadsheet."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+from models import Image, Job
+
+COLUMNS = [
+    "key",
+    "row",
+    "status",
+    "file",
+    "prompt",
+    "negative_prompt",
+    "seed",
+    "width",
+    "height",
+    "format",
+    "url",
+    "sha256",
+    "bytes",
+    "gpu_seconds",
+    "reused_from",
+    "job_id",
+    "image_index",
+    "worker",
+    "model",
+    "model_revision",
+    "test_model_noise",
+    "error",
+]
+# A cell starting with one of these is run as a formula by spreadsheet programs (CSV injection):
+# such cells get a leading apostrophe, which spreadsheets show as text and do not evaluate.
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+EXT = {"png": "png", "webp": "webp", "jpeg": "jpg"}
+TEST_MODEL = "tiny"
+ImageUrl = Callable[[str, int], str]
+
+
+def safe_cell(value: Any) -> str:
+    text = "" if value is None else str(value)
+    return "'" + text if text.startswith(FORMULA_START) else text
+
+
+class FileNamer:
+    """Archive names from keys: `KEY.png`, or `KEY_0.png`, `KEY_1.png` for several images per job."""
+
+    def __init__(self) -> None:
+        self.used: set[str] = set()
+
+    def names(self, job: Job, missing: set[str] | frozenset[str] = frozenset()) -> dict[int, str]:
+        """File names of the job's images by index; images whose bytes are missing get none."""
+        return {im.index: self._name(job, im) for im in job.images if im.storage_key not in missing}
+
+    def _name(self, job: Job, image: Image) -> str:
+        stem = job.item_key or job.id
+        base = stem if job.num_images == 1 else f"{stem}_{image.index}"
+        name = f"{base}.{EXT[image.format]}"
+        if name in self.used:  # 'A_1' with one image and 'A' with two would both give A_1.png
+            name = f"{base}-{job.id[:8]}.{EXT[image.format]}"
+        self.used.add(name)
+        return name
+
+
+def manifest_lines(job: Job, names: dict[int, str], image_url: ImageUrl) -> list[list[str]]:
+    """The manifest lines of one job; an image without a name in `names` has lost its bytes."""
+    common = {
+        "key": job.item_key,
+        "row": job.row_number,
+        "status": job.status,
+        "prompt": job.prompt,
+        "negative_prompt": job.negative_prompt,
+        "width": job.width,
+        "height": job.height,
+        "gpu_seconds": f"{job.gpu_seconds:.3f}" if job.gpu_seconds is not None else "",
+        "reused_from": job.reused_from,
+        "job_id": job.id,
+        "worker": job.worker_name,
+        "model": job.model_id,
+        "model_revision": job.model_revision,
+        "test_model_noise": job.model_id == TEST_MODEL if job.model_id else "",
+        "error": job.error,
+    }
+    if not job.images:
+        return [[safe_cell({**common, "seed": job.seed, "format": job.output_format}.get(c)) for c in COLUMNS]]
+    lines = []
+    for image in job.images:
+        gone = image.index not in names
+        line = {
+            **common,
+            "file": names.get(image.index, ""),
+            "seed": image.seed,
+            "width": image.width,
+            "height": image.height,
+            "format": image.format,
+            "url": image_url(job.id, image.index),
+            "sha256": image.sha256,
+            "bytes": image.bytes,
+            "image_index": image.index,
+            "error": "image bytes missing from storage" if gone else job.error,
+        }
+        lines.append([safe_cell(line.get(c)) for c in COLUMNS])
+    return lines
+
+
+def csv_chunks(jobs: Iterable[Job], image_url: ImageUrl) -> Iterator[str]:
+    """The manifest as text chunks, about one page of jobs each: memory does not grow with the batch."""
+    namer, buf = FileNamer(), io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(COLUMNS)
+    for n, job in enumerate(jobs, start=1):
+        writer.writerows(manifest_lines(job, namer.names(job), image_url))
+        if n % 200 == 0:
+            yield _drain(buf)
+    yield _drain(buf)
+
+
+def _drain(buf: io.StringIO) -> str:
+    text = buf.getvalue()
+    buf.seek(0)
+    buf.truncate()
+    return text

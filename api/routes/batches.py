@@ -1,0 +1,307 @@
+"""Catalog campaigns: a CSV/JSONL/JSON catalog plus a template becomes a batch of jobs."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, HTTPException, Query, Request, Response, status
+from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import StreamingResponse
+from pydantic import ValidationError
+from sqlalchemy import select, update
+from starlette.datastructures import UploadFile
+
+from api.archive import archive_chunks
+from api.auth import Principal, PrincipalDep
+from api.batch_intake import Intake, accept_batch, request_fingerprint, scoped_key
+from api.batch_reports import batch_jobs, batch_stats
+from api.batch_schemas import BatchCreate, BatchCreated, BatchList, BatchOptions, BatchOut, RetryOut
+from api.catalog_files import decode_utf8, detect_format, read_csv, read_json_rows, read_jsonl
+from api.deps import SessionDep, StorageDep
+from api.manifest import csv_chunks
+from api.refusals import Refusal, refuse
+from models import Batch, Job, JobStatus
+from models.base import utcnow
+from zfarm.settings import FarmSettings
+
+router = APIRouter(prefix="/v1/batches", tags=["batches"])
+_FORM_FIELDS = set(BatchOptions.model_fields) | {"file", "file_format"}
+_UPLOAD_SCHEMA = {
+    "type": "object",
+    "required": ["file"],
+    "properties": {
+        "file": {"type": "string", "format": "binary", "description": "CSV (header row) or JSONL, UTF-8"},
+        "file_format": {"type": "string", "enum": ["csv", "jsonl"], "description": "default: from the file name"},
+        "defaults": {"type": "string", "description": 'JSON object, e.g. {"width": 768}'},
+        **{name: {"type": "string"} for name in BatchOptions.model_fields if name not in ("defaults",)},
+    },
+}
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=BatchCreated,
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {
+                    "schema": BatchCreate.model_json_schema(ref_template="#/components/schemas/{model}")
+                },
+                "multipart/form-data": {"schema": _UPLOAD_SCHEMA},
+            },
+        }
+    },
+    responses={413: {"description": "file or row count over the limits"}, 409: {"description": "key reused"}},
+)
+async def create_batch(
+    request: Request,
+    response: Response,
+    principal: PrincipalDep,
+    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
+) -> BatchCreated:
+    """A JSON body with `rows`, or a multipart upload with `file` (CSV or JSONL) and the same fields."""
+    settings: FarmSettings = request.app.state.settings
+    ctype = request.headers.get("content-type", "")
+    if ctype.startswith("multipart/form-data"):
+        options, payload, source = await _upload(request)
+    elif ctype.startswith("application/json"):
+        options, payload, source = _json_body(await request.body())
+    else:
+        raise HTTPException(415, detail=f"send application/json or multipart/form-data (got {ctype or 'none'!r})")
+    batch, replayed = await run_in_threadpool(
+        _accept, request, principal, settings, options, payload, source, idempotency_key
+    )
+    if not replayed:
+        request.app.state.wake_dispatcher()
+    else:
+        response.headers["Idempotent-Replayed"] = "true"
+    response.headers["Location"] = str(request.url_for("get_batch", batch_id=batch.id))
+    return _created(batch, request)
+
+
+def _accept(
+    request: Request,
+    principal: Principal,
+    settings: FarmSettings,
+    options: BatchOptions,
+    payload: bytes | list[Any],
+    source: str,
+    idempotency_key: str | None,
+) -> tuple[Batch, bool]:
+    try:
+        if isinstance(payload, bytes):
+            text = decode_utf8(payload)
+            catalog = (
+                read_csv(text, settings.max_batch_rows)
+                if source == "csv"
+                else read_jsonl(text, settings.max_batch_rows)
+            )
+        else:
+            catalog = read_json_rows(payload, settings.max_batch_rows)
+        intake = Intake(options, catalog, request_fingerprint(options, payload), scoped_key(principal, idempotency_key))
+        with request.app.state.sessions() as session:
+            return accept_batch(session, settings, principal, intake, request.app.state.quotas)
+    except Refusal as exc:
+        raise exc.to_http() from exc
+
+
+def _json_body(body: bytes) -> tuple[BatchOptions, list[Any], str]:
+    try:
+        parsed = BatchCreate.model_validate_json(body)
+    except ValidationError as exc:
+        raise RequestValidationError(exc.errors()) from exc
+    options = BatchOptions.model_validate(parsed.model_dump(exclude={"rows"}))
+    return options, parsed.rows, "json"
+
+
+async def _upload(request: Request) -> tuple[BatchOptions, bytes, str]:
+    form = await request.form(max_files=1, max_fields=len(_FORM_FIELDS) + 1)
+    unknown = sorted(set(form.keys()) - _FORM_FIELDS)
+    if unknown:
+        raise refuse("unknown form field: not part of this request", field=unknown[0]).to_http()
+    upload = form.get("file")
+    if not isinstance(upload, UploadFile):
+        raise refuse("send the catalog as a file part named 'file'", field="file").to_http()
+    fields: dict[str, Any] = {k: v for k, v in form.items() if k in BatchOptions.model_fields and isinstance(v, str)}
+    if "defaults" in fields:
+        try:
+            fields["defaults"] = json.loads(fields["defaults"])
+        except ValueError as exc:
+            raise refuse(f"must be a JSON object: {exc}", field="defaults", value=fields["defaults"]).to_http() from exc
+    try:
+        options = BatchOptions.model_validate(fields)
+    except ValidationError as exc:
+        raise RequestValidationError(exc.errors()) from exc
+    declared = form.get("file_format")
+    if declared is not None and declared not in ("csv", "jsonl"):
+        raise refuse("must be csv or jsonl", field="file_format", value=str(declared)).to_http()
+    try:
+        source = detect_format(upload.filename, declared if isinstance(declared, str) else None)
+    except Refusal as exc:
+        raise exc.to_http() from exc
+    return options, await upload.read(), source
+
+
+def _created(batch: Batch, request: Request) -> BatchCreated:
+    # Built from the stored row alone, so a replay with the same Idempotency-Key gets the same body.
+    return BatchCreated(
+        id=batch.id,
+        name=batch.name,
+        rows=batch.rows,
+        jobs_created=batch.rows,
+        jobs_reused=batch.jobs_reused,
+        jobs_queued=batch.rows - batch.jobs_reused,
+        seed=batch.seed,
+        **_urls(batch, request),
+    )
+
+
+def _urls(batch: Batch, request: Request) -> dict[str, str]:
+    return {
+        "url": str(request.url_for("get_batch", batch_id=batch.id)),
+        "manifest_url": str(request.url_for("get_batch_manifest", batch_id=batch.id)),
+        "archive_url": str(request.url_for("get_batch_archive", batch_id=batch.id)),
+    }
+
+
+def _get_batch(session: SessionDep, batch_id: str, principal: Principal) -> Batch:
+    batch = session.get(Batch, batch_id)
+    if batch is None or (principal.tenant is not None and batch.tenant != principal.tenant):
+        raise HTTPException(404, detail=f"batch {batch_id!r} not found")
+    return batch
+
+
+def batch_out(session: SessionDep, batch: Batch, request: Request) -> BatchOut:
+    stats = batch_stats(session, batch.id)
+    return BatchOut(
+        id=batch.id,
+        name=batch.name,
+        status=stats.state(batch),  # type: ignore[arg-type]
+        template=batch.template,
+        key_column=batch.key_column,
+        preset=batch.preset,
+        defaults=batch.defaults,
+        seed=batch.seed,
+        dedup=batch.dedup,
+        source=batch.source,
+        rows=batch.rows,
+        counts=stats.counts,
+        done=stats.done,
+        progress=stats.done / stats.total if stats.total else 1.0,
+        images_done=stats.images_done,
+        jobs_reused=batch.jobs_reused,
+        gpu_seconds=stats.gpu_seconds,
+        eta_seconds=stats.eta_seconds,
+        created_at=batch.created_at,
+        canceled_at=batch.canceled_at,
+        **_urls(batch, request),
+    )
+
+
+@router.get("", response_model=BatchList)
+def list_batches(
+    session: SessionDep,
+    request: Request,
+    principal: PrincipalDep,
+    limit: Annotated[int, Query(ge=1, le=200)] = 20,
+) -> BatchList:
+    query = select(Batch).order_by(Batch.created_at.desc()).limit(limit)
+    if principal.tenant is not None:
+        query = query.where(Batch.tenant == principal.tenant)
+    return BatchList(batches=[batch_out(session, b, request) for b in session.scalars(query)])
+
+
+@router.get("/{batch_id}", response_model=BatchOut, name="get_batch")
+def get_batch(batch_id: str, session: SessionDep, request: Request, principal: PrincipalDep) -> BatchOut:
+    return batch_out(session, _get_batch(session, batch_id, principal), request)
+
+
+@router.get(
+    "/{batch_id}/manifest.csv",
+    name="get_batch_manifest",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"text/csv": {}}}},
+)
+def get_batch_manifest(batch_id: str, session: SessionDep, request: Request, principal: PrincipalDep) -> Response:
+    batch = _get_batch(session, batch_id, principal)
+    chunks = csv_chunks(batch_jobs(request.app.state.sessions, batch.id), _image_url(request))
+    return StreamingResponse(
+        (c.encode("utf-8") for c in chunks),
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": f'attachment; filename="batch-{batch.id}-manifest.csv"'},
+    )
+
+
+@router.get(
+    "/{batch_id}/archive.zip",
+    name="get_batch_archive",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"application/zip": {}}}},
+)
+def get_batch_archive(
+    batch_id: str, session: SessionDep, request: Request, storage: StorageDep, principal: PrincipalDep
+) -> Response:
+    batch = _get_batch(session, batch_id, principal)
+    chunks = archive_chunks(batch_jobs(request.app.state.sessions, batch.id), storage, _image_url(request))
+    return StreamingResponse(
+        chunks,
+        media_type="application/zip",
+        headers={"Content-Disposition": f'attachment; filename="batch-{batch.id}.zip"'},
+    )
+
+
+def _image_url(request: Request):  # type: ignore[no-untyped-def]
+    base = str(request.base_url).rstrip("/")
+    # url_for per image is slow for 10,000 lines; the path shape is the route's own.
+    return lambda job_id, index: f"{base}/v1/jobs/{job_id}/images/{index}"
+
+
+@router.post("/{batch_id}/retry-failed", response_model=RetryOut)
+def retry_failed(batch_id: str, session: SessionDep, request: Request, principal: PrincipalDep) -> RetryOut:
+    """Queues the batch's failed and dead jobs again, with their attempts counted from zero.
+
+    Attempts restart because the cap counts deliveries of one submission: a dead job has used them all,
+    and without a reset its next delivery would be marked dead again without running. Succeeded,
+    canceled, queued and running jobs are left as they are.
+    """
+    batch = _get_batch(session, batch_id, principal)
+    result = session.execute(
+        update(Job)
+        .where(Job.batch_id == batch.id, Job.status.in_([JobStatus.FAILED, JobStatus.DEAD]))
+        .values(
+            status=JobStatus.QUEUED,
+            attempts=0,
+            error=None,
+            started_at=None,
+            finished_at=None,
+            enqueued_at=None,  # the dispatcher sends them, by turns with other batches
+            gpu_seconds=None,
+            cancel_requested=False,
+        )
+    )
+    session.commit()
+    request.app.state.wake_dispatcher()
+    return RetryOut(batch_id=batch.id, requeued=result.rowcount or 0)
+
+
+@router.delete("/{batch_id}", response_model=BatchOut)
+def cancel_batch(batch_id: str, session: SessionDep, request: Request, principal: PrincipalDep) -> BatchOut:
+    """Cancels every job of the batch that has not started; running jobs finish."""
+    batch = _get_batch(session, batch_id, principal)
+    session.execute(
+        update(Job)
+        .where(Job.batch_id == batch.id, Job.status == JobStatus.QUEUED)
+        .values(
+            status=JobStatus.CANCELED,
+            cancel_requested=True,
+            finished_at=utcnow(),
+            error="canceled with its batch before it ran",
+        )
+    )
+    batch.canceled_at = batch.canceled_at or utcnow()
+    session.commit()
+    return batch_out(session, batch, request)

@@ -1,0 +1,20 @@
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from api.batch_schemas import PresetList, PresetOut
+from api.deps import SettingsDep
+from zfarm.presets import SHIPPED
+
+router = APIRouter(prefix="/v1/presets", tags=["batches"])
+
+
+@router.get("", response_model=PresetList)
+def list_presets(settings: SettingsDep) -> PresetList:
+    """Shipped presets and those set in ZFARM_PRESETS (a configured preset replaces a shipped one of its name)."""
+    return PresetList(
+        presets=[
+            PresetOut(name=name, shipped=name in SHIPPED and name not in settings.presets, **preset.model_dump())
+            for name, preset in sorted(settings.all_presets.items())
+        ]
+    )
