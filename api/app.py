@@ -19,7 +19,7 @@ from api.quotas import Quotas
 from api.reconciler import Reconciler, ReconcilerThread
 from api.routes import batches, events, health, jobs, keys, metrics, presets, templates, web, workers
 from api.webhook_sweep import WebhookSweep
-from broker_config.settings import get_broker_settings
+from broker_config.settings import bulk_queue_name, get_broker_settings
 from models import make_engine, make_session_factory
 from zfarm.settings import FarmSettings, get_settings
 from zfarm.storage import LocalStorage
@@ -108,7 +108,10 @@ def create_app(
     app.state.metrics = CollectorRegistry(auto_describe=False)
     app.state.metrics.register(
         FarmCollector(
-            sessions, redis_url, [enqueuer.queue, broker.webhook_queue], settings.worker_offline_after_seconds
+            sessions,
+            redis_url,
+            [enqueuer.queue, bulk_queue_name(enqueuer.queue), broker.webhook_queue],
+            settings.worker_offline_after_seconds,
         )
     )
     return app

@@ -16,11 +16,12 @@ from fastapi import APIRouter, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.sse import EventSourceResponse, format_sse_event
 from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
 from api.auth import PrincipalDep
 from api.deps import SessionDep
 from api.routes.jobs import job_out
-from models import Job, JobStatus
+from models import Batch, Job, JobStatus
 from models.jobs import FINAL_STATUSES
 
 router = APIRouter(tags=["events"])
@@ -50,38 +51,37 @@ def job_events(job_id: str, session: SessionDep, request: Request, principal: Pr
 @router.get("/v1/batches/{batch_id}/events", responses=SSE_RESPONSES)
 def batch_events(batch_id: str, session: SessionDep, request: Request, principal: PrincipalDep) -> EventSourceResponse:
     """`progress` events carry the batch's counts by status and its running jobs' steps; `final` ends it."""
-    if not hasattr(Job, "batch_id"):
-        raise HTTPException(404, detail="batches are not available on this server")
-    if _batch_snapshot(session, batch_id, principal.tenant)["total"] == 0:
+    batch = session.get(Batch, batch_id)
+    if batch is None or (principal.tenant is not None and batch.tenant != principal.tenant):
         raise HTTPException(404, detail=f"batch {batch_id!r} not found")
+    rows = batch.rows
     session.close()
 
     def read() -> tuple[dict[str, Any], bool]:
         with request.app.state.sessions() as s:
-            snapshot = _batch_snapshot(s, batch_id, principal.tenant)
-        return snapshot, snapshot["done"] == snapshot["total"]
+            snapshot = _batch_snapshot(s, batch_id, rows)
+        return snapshot, snapshot["done"] >= snapshot["total"]
 
     return EventSourceResponse(_stream(request, read))
 
 
-def _batch_snapshot(session: Any, batch_id: str, tenant: str | None) -> dict[str, Any]:
-    in_batch = [Job.batch_id == batch_id]  # type: ignore[attr-defined]
-    if tenant is not None:
-        in_batch.append(Job.tenant == tenant)
-    counts = dict(session.execute(select(Job.status, func.count()).where(*in_batch).group_by(Job.status)).all())
+def _batch_snapshot(session: Session, batch_id: str, rows: int) -> dict[str, Any]:
+    counts = dict(
+        session.execute(select(Job.status, func.count()).where(Job.batch_id == batch_id).group_by(Job.status)).all()
+    )
     running = session.execute(
         select(Job.id, Job.progress_step, Job.progress_total, Job.steps).where(
-            *in_batch, Job.status == JobStatus.RUNNING
+            Job.batch_id == batch_id, Job.status == JobStatus.RUNNING
         )
     ).all()
-    total = sum(counts.values())
+    total = max(rows, sum(counts.values()))
     done = sum(n for status, n in counts.items() if status in FINAL_STATUSES)
     return {
         "id": batch_id,
         "counts": counts,
         "total": total,
         "done": done,
-        "progress": done / total if total else 0.0,
+        "progress": done / total if total else 1.0,
         "running": [{"id": r.id, "step": r.progress_step, "total": r.progress_total or r.steps} for r in running],
     }
 

@@ -12,7 +12,6 @@ from fastapi.testclient import TestClient
 
 from api.app import create_app
 from migrations.runner import upgrade
-from models import Job
 from tests.farm_helpers import REPO
 from zfarm.settings import FarmSettings
 
@@ -38,10 +37,9 @@ def test_events_of_an_unknown_job_are_404_before_any_stream(api: TestClient) -> 
     assert response.status_code == 404 and response.json()["detail"] == f"job {'f' * 32!r} not found"
 
 
-@pytest.mark.skipif(hasattr(Job, "batch_id"), reason="batches exist in this build: the stream itself is tested e2e")
-def test_batch_events_say_batches_are_missing_when_they_are(api: TestClient) -> None:
+def test_events_of_an_unknown_batch_are_404(api: TestClient) -> None:
     response = api.get("/v1/batches/abc/events")
-    assert response.status_code == 404 and response.json()["detail"] == "batches are not available on this server"
+    assert response.status_code == 404 and response.json()["detail"] == "batch 'abc' not found"
 
 
 def test_webhook_sender_refuses_to_start_without_a_secret_and_never_imports_torch() -> None:

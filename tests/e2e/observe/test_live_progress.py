@@ -22,9 +22,9 @@ SLOW = {"width": 1024, "height": 1024, "steps": 24, "seed": 5}
 STEPS = SLOW["steps"]
 
 
-def _events(url: str, job_id: str) -> list[tuple[str, dict]]:
+def _events(url: str, item_id: str, kind: str = "jobs") -> list[tuple[str, dict]]:
     events, name = [], "message"
-    with httpx.stream("GET", f"{url}/v1/jobs/{job_id}/events", timeout=60) as response:
+    with httpx.stream("GET", f"{url}/v1/{kind}/{item_id}/events", timeout=60) as response:
         assert response.status_code == 200
         assert response.headers["content-type"].startswith("text/event-stream")
         for line in response.iter_lines():
@@ -98,3 +98,23 @@ def test_cli_submit_wait_draws_a_step_bar(farm: ObservedFarm) -> None:
     # tqdm writes to stderr: the bar ends at all steps, and showed a partial count on the way
     assert f"{STEPS}/{STEPS}" in done.stderr, done.stderr
     assert any(f"| {k}/{STEPS}" in done.stderr for k in range(1, STEPS)), done.stderr
+
+
+def test_batch_event_stream_counts_its_jobs_until_all_have_ended(farm: ObservedFarm) -> None:
+    # given: a two-row catalog
+    body = {
+        "name": "sse catalog",
+        "template": "studio photo of a {product}",
+        "defaults": {"width": 256, "height": 256, "steps": 2},
+        "rows": [{"sku": "CUP-1", "product": "cup"}, {"sku": "BOWL-2", "product": "bowl"}],
+    }
+    created = httpx.post(f"{farm.url}/v1/batches", json=body)
+    assert created.status_code == 202, created.text
+    # when
+    events = _events(farm.url, created.json()["id"], kind="batches")
+    # then: counts that only grow in `done`, ending with both rows succeeded
+    names = [name for name, _ in events]
+    assert names[-1] == "final" and set(names[:-1]) <= {"progress"}
+    done = [e["done"] for _, e in events]
+    assert done == sorted(done) and events[-1][1]["total"] == 2
+    assert events[-1][1]["counts"] == {"succeeded": 2} and events[-1][1]["progress"] == 1.0
