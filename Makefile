@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 # The CPU build of torch by default; on a machine with an NVIDIA driver, the default (CUDA) build.
 TORCH_SPEC ?= $(if $(shell command -v nvidia-smi 2>/dev/null),torch,torch==2.13.0)
 
-.PHONY: install demo test lint format up clean
+.PHONY: install test-tools demo test screenshots lint format up clean
 
 install: $(VENV)/.installed
 
@@ -21,10 +21,33 @@ $(VENV)/.installed: pyproject.toml
 demo: install
 	$(BIN)/zfarm demo
 
-test: install
+# The browser tests drive Debian's Chromium through Playwright (Playwright downloads no browser here), and
+# compose.yaml is checked by Docker Compose where a docker client is present. Installed only when missing.
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo -n)
+test-tools:
+	@if command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1; then :; \
+	elif command -v apt-get >/dev/null 2>&1; then \
+	  echo "installing Debian's chromium for the browser tests ..."; \
+	  ($(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium >/dev/null) \
+	    || echo "WARNING: could not install chromium: the browser tests will be skipped"; \
+	else echo "WARNING: no chromium and no apt-get: the browser tests will be skipped"; fi
+	@if command -v docker >/dev/null 2>&1 && ! docker compose version >/dev/null 2>&1 \
+	    && ! command -v docker-compose >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then \
+	  echo "installing docker-compose to validate compose.yaml ..."; \
+	  ($(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq docker-compose >/dev/null) \
+	    || echo "WARNING: could not install docker-compose: compose.yaml is checked structurally only"; \
+	fi
+
+test: install test-tools
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest -q -ra
+
+# Pictures of the web page and Flower for the docs (tiny test model: the images in them are noise).
+# An embedded Redis keeps other farms on this machine out of Flower's view.
+screenshots: install test-tools
+	ZFARM_SCREENSHOTS=docs/screenshots ZFARM_TEST_REDIS_URL=redis://127.0.0.1:1/0 \
+	  $(BIN)/python -m pytest -q tests/e2e/observe/test_web_page.py tests/e2e/observe/test_flower_browser.py
 
 lint: install
 	$(BIN)/ruff check .

@@ -8,15 +8,18 @@ from contextlib import asynccontextmanager
 from celery import Celery
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
+from prometheus_client import CollectorRegistry
 
 from api.body_limit import BodyLimit
 from api.dispatcher import Dispatcher, DispatcherThread
 from api.enqueue import Enqueuer
 from api.errors import validation_handler
+from api.metrics import FarmCollector
 from api.quotas import Quotas
 from api.reconciler import Reconciler, ReconcilerThread
-from api.routes import batches, health, jobs, keys, presets, templates, workers
-from broker_config.settings import get_broker_settings
+from api.routes import batches, events, health, jobs, keys, metrics, presets, templates, web, workers
+from api.webhook_sweep import WebhookSweep
+from broker_config.settings import bulk_queue_name, get_broker_settings
 from models import make_engine, make_session_factory
 from zfarm.settings import FarmSettings, get_settings
 from zfarm.storage import LocalStorage
@@ -58,8 +61,11 @@ def create_app(
         thread = ReconcilerThread(reconciler, every=reconcile_every or settings.reconcile_every_seconds)
         thread.start()
         dispatch_thread.start()
+        sweep = WebhookSweep(sessions, celery, broker.webhook_queue, every=reconcile_every)
+        sweep.start()
         yield
         thread.stopped.set()
+        sweep.stopped.set()
         dispatch_thread.stop()
         dispatch_thread.join(timeout=10)
         dispatcher.close()
@@ -95,4 +101,17 @@ def create_app(
     app.include_router(batches.router)
     app.include_router(presets.router)
     app.include_router(templates.router)
+    app.include_router(events.router)
+    app.include_router(metrics.router)
+    app.include_router(web.router)
+    app.mount("/static", web.static_files(), name="static")
+    app.state.metrics = CollectorRegistry(auto_describe=False)
+    app.state.metrics.register(
+        FarmCollector(
+            sessions,
+            redis_url,
+            [enqueuer.queue, bulk_queue_name(enqueuer.queue), broker.webhook_queue],
+            settings.worker_offline_after_seconds,
+        )
+    )
     return app

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_validator
 
 MAX_SEED = 2**63 - 1
 MAX_PROMPT_CHARS = 4000
@@ -33,6 +33,9 @@ class JobCreate(BaseModel):
         description="reuse the images of an earlier succeeded job with the same model, parameters and seed "
         "instead of rendering again (false forces a new render)",
     )
+    callback_url: HttpUrl | None = Field(
+        None, max_length=2000, description="http(s) URL that receives a signed JSON POST when the job ends"
+    )
 
     @field_validator("prompt")
     @classmethod
@@ -51,6 +54,23 @@ class ImageOut(BaseModel):
     sha256: str
     bytes: int
     url: str
+
+
+class JobProgress(BaseModel):
+    step: int | None = Field(description="denoising steps done (reported at most twice a second)")
+    total: int
+    fraction: float = Field(ge=0.0, le=1.0)
+    phase: Literal["queued", "starting", "denoising", "finishing", "done"] = Field(
+        description="starting: loading prompts; finishing: decoding and storing images after the last step"
+    )
+
+
+class WebhookOut(BaseModel):
+    state: str
+    attempts: int
+    last_status_code: int | None
+    last_error: str | None
+    delivered_at: datetime | None
 
 
 class JobOut(BaseModel):
@@ -74,6 +94,9 @@ class JobOut(BaseModel):
     model_revision: str | None
     versions: dict[str, Any] | None
     test_model_noise: bool = Field(description="true when the tiny random test model made these images")
+    progress: JobProgress
+    callback_url: str | None = None
+    webhook: WebhookOut | None = None
     images: list[ImageOut]
     lane: str = Field("interactive", description="interactive (single jobs, served first) or bulk (batch rows)")
     batch_id: str | None = None

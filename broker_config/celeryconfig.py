@@ -5,6 +5,7 @@ from __future__ import annotations
 from kombu import Queue
 
 from broker_config.settings import bulk_queue_name, get_broker_settings
+from broker_config.task_names import DELIVER_WEBHOOK
 
 _s = get_broker_settings()
 
@@ -34,7 +35,8 @@ task_time_limit = _s.job_time_limit_seconds
 task_soft_time_limit = _s.job_time_limit_seconds - max(2.0, min(30.0, _s.job_time_limit_seconds * 0.1))
 
 task_default_queue = _s.queue
-task_queues = (Queue(_s.queue), Queue(bulk_queue_name(_s.queue)))
+task_queues = (Queue(_s.queue), Queue(bulk_queue_name(_s.queue)), Queue(_s.webhook_queue))
+task_routes = {DELIVER_WEBHOOK: {"queue": _s.webhook_queue}}
 # `zfarm worker` names them interactive first: with 'priority', that order is the BRPOP order.
 
 # Flower and the event stream.

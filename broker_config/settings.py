@@ -13,6 +13,8 @@ class BrokerSettings(BaseSettings):
 
     redis_url: str = "redis://127.0.0.1:6379/0"
     queue: str = "render"
+    # Webhooks go out from their own light worker (`zfarm webhooks`): a slow receiver never holds a GPU.
+    webhook_queue: str = "webhooks"
     job_time_limit_seconds: int = Field(1800, ge=10, le=86400)
     # Loading a 10B-parameter pipeline in the worker child takes minutes, not Celery's default 4 s.
     worker_start_timeout_seconds: float = Field(900.0, gt=0)

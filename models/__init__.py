@@ -5,17 +5,20 @@ from models.base import Base
 from models.batches import Batch, PromptTemplate
 from models.db import make_engine, make_session_factory
 from models.jobs import Image, Job, JobStatus, Lane
+from models.webhooks import DeliveryState, WebhookDelivery
 from models.workers import Worker, WorkerState
 
 __all__ = [
     "ApiKey",
     "Base",
     "Batch",
+    "DeliveryState",
     "Image",
     "Job",
     "JobStatus",
     "Lane",
     "PromptTemplate",
+    "WebhookDelivery",
     "Worker",
     "WorkerState",
     "make_engine",

@@ -9,6 +9,7 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from models.base import Base, new_id, utcnow
 from models.types import UTCDateTime
+from models.webhooks import WebhookDelivery
 
 
 class JobStatus(StrEnum):
@@ -79,6 +80,10 @@ class Job(Base):
     recovery: Mapped[str | None] = mapped_column(Text, default=None)  # e.g. an OOM retried under a stricter policy
     enqueued_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
 
+    # live progress: the worker writes the denoising step at most twice a second while it runs
+    progress_step: Mapped[int | None] = mapped_column(Integer, default=None)
+    progress_total: Mapped[int | None] = mapped_column(Integer, default=None)
+
     # where and with what: the reproducibility record
     worker_name: Mapped[str | None] = mapped_column(String(200), default=None)
     device_name: Mapped[str | None] = mapped_column(String(200), default=None)
@@ -89,6 +94,9 @@ class Job(Base):
 
     images: Mapped[list[Image]] = relationship(
         back_populates="job", order_by="Image.index", cascade="all, delete-orphan", lazy="selectin"
+    )
+    webhook: Mapped[WebhookDelivery | None] = relationship(
+        back_populates="job", cascade="all, delete-orphan", lazy="selectin"
     )
 
     def image_seed(self, index: int) -> int:

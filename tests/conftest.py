@@ -45,6 +45,7 @@ def pytest_configure(config: pytest.Config) -> None:
     _state["redis_url"] = url
     os.environ["ZFARM_REDIS_URL"] = url
     os.environ["ZFARM_QUEUE"] = f"zfarm-test-{uuid.uuid4().hex[:8]}"
+    os.environ["ZFARM_WEBHOOK_QUEUE"] = f"zfarm-test-webhooks-{uuid.uuid4().hex[:8]}"
     # Most tests exercise other things than keys; tests/api/test_auth.py turns auth on explicitly.
     os.environ.setdefault("ZFARM_AUTH", "false")
     # Tests never reach the hub: a repo id that is not cached must fail fast, not hang on the network.

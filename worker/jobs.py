@@ -18,6 +18,7 @@ from models.base import utcnow
 from models.db import transaction
 from models.jobs import FINAL_STATUSES
 from worker.images import encode_image
+from worker.progress import report_progress
 from worker.recovery import render_with_recovery
 from worker.render import RenderCanceled, RenderError, RenderRequest, StepCallback
 from worker.runtime import Runtime
@@ -50,7 +51,8 @@ def run_job(job_id: str, ctx: JobContext) -> str:
         return finish_without_images(job_id, ctx, JobStatus.FAILED, too_long)
     started = time.perf_counter()
     try:
-        images, notes = render_with_recovery(ctx.runtime, claimed, on_step=_cancel_check(job_id, ctx))
+        on_step = report_progress(job_id, ctx.sessions, _cancel_check(job_id, ctx))
+        images, notes = render_with_recovery(ctx.runtime, claimed, on_step=on_step)
     except RenderCanceled:
         return finish_without_images(job_id, ctx, JobStatus.CANCELED, "canceled while running")
     except SoftTimeLimitExceeded:

@@ -103,6 +103,35 @@ def worker(name: str | None, loglevel: str) -> None:
 
 
 @main.command()
+@click.option("--concurrency", default=8, show_default=True, help="Deliveries in flight at once (threads).")
+@click.option("--loglevel", default="INFO", show_default=True)
+def webhooks(concurrency: int, loglevel: str) -> None:
+    """Run the webhook sender: a light worker on the webhooks queue (no GPU, never imports torch)."""
+    s = get_settings()
+    if not s.webhook_secret:
+        raise click.ClickException("set ZFARM_WEBHOOK_SECRET (16+ characters): webhooks are always signed")
+    import worker.webhook_tasks  # noqa: F401  (registers the delivery task)
+    from broker_config.celery_app import app
+    from broker_config.settings import get_broker_settings
+
+    b = get_broker_settings()
+    logging.basicConfig(level=loglevel, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    click.echo(f"zfarm webhooks: queue {b.webhook_queue}, {concurrency} threads, up to {s.webhook_max_attempts} tries")
+    app.worker_main(
+        [
+            "worker",
+            "--pool=threads",
+            f"--concurrency={concurrency}",
+            f"--queues={b.webhook_queue}",
+            f"--hostname=webhooks@{socket.gethostname()}",
+            "--without-gossip",
+            "--without-mingle",
+            f"--loglevel={loglevel}",
+        ]
+    )
+
+
+@main.command()
 def flower() -> None:
     """Run Flower (basic auth from ZFARM_FLOWER_USER / ZFARM_FLOWER_PASSWORD)."""
     from zfarm.embedded import flower_command

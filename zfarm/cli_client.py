@@ -25,12 +25,16 @@ def _print_job(job: dict[str, Any]) -> None:
 
 
 def wait_with_bar(client: Client, job_id: str, timeout: float | None) -> dict[str, Any]:
-    with tqdm(total=1, desc=f"job {job_id[:8]}", unit="job", leave=True) as bar:
+    """Waits on the job's event stream with a bar of denoising steps (written to stderr by tqdm)."""
+    with tqdm(total=None, desc=f"job {job_id[:8]}", unit="step", leave=True) as bar:
 
         def update(job: dict[str, Any]) -> None:
-            bar.set_postfix_str(job["status"])
-            if job["status"] in ("succeeded", "failed", "canceled", "dead"):
-                bar.update(1 - bar.n)
+            progress = job.get("progress") or {}
+            if bar.total is None and progress.get("total"):
+                bar.reset(total=progress["total"])
+            step = progress.get("step") or 0
+            bar.update(step - bar.n)
+            bar.set_postfix_str(f"{job['status']} ({progress.get('phase', '?')})")
 
         return client.wait(job_id, timeout=timeout, on_update=update)
 

@@ -13,6 +13,7 @@ with Client("http://127.0.0.1:8000") as farm:
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -66,6 +67,52 @@ def _image_path(directory: Path, job: Job, image: dict[str, Any]) -> Path:
     return directory / f"{job['id']}_{image['index']}.{EXT[image['format']]}"
 
 
+class _NoStream(Exception):
+    """The server has no event stream for jobs (an older zfarm): fall back to polling."""
+
+
+class _EventParser:
+    """Server-sent events, line by line (written here because the client depends on httpx only)."""
+
+    def __init__(self) -> None:
+        self.event: str = "message"
+        self.data: list[str] = []
+
+    def feed(self, line: str) -> tuple[str, Job] | None:
+        if line == "":
+            event, data = self.event, self.data
+            self.event, self.data = "message", []
+            return (event, json.loads("\n".join(data))) if data else None
+        if line.startswith("event:"):
+            self.event = line[6:].strip()
+        elif line.startswith("data:"):
+            self.data.append(line[5:].removeprefix(" "))
+        return None  # comments (keep-alives), ids and retry hints need nothing here
+
+
+def _raise_for_stream(response: httpx.Response) -> None:
+    if response.status_code == 404:
+        try:
+            detail = response.json().get("detail")
+        except ValueError:
+            detail = None
+        if detail == "Not Found":  # the framework's answer for an unknown route, not for an unknown job
+            raise _NoStream
+    _check(response)
+
+
+def _stream_timeout(deadline: float | None) -> httpx.Timeout:
+    # The server sends a keep-alive every 10 s; reading no longer than the deadline keeps `timeout` honest.
+    read = 30.0 if deadline is None else max(0.1, min(30.0, deadline - time.monotonic()))
+    return httpx.Timeout(10.0, read=read)
+
+
+def _check_deadline(deadline: float | None, job_id: str, job: Job | None) -> None:
+    if deadline is not None and time.monotonic() > deadline:
+        status = job["status"] if job else "not finished"
+        raise TimeoutError(f"job {job_id} still {status} after the timeout")
+
+
 class Client(BatchCalls):
     """Synchronous client."""
 
@@ -114,18 +161,50 @@ class Client(BatchCalls):
         on_update: ProgressFn | None = None,
         raise_on_failure: bool = False,
     ) -> Job:
+        """Follows the job's event stream (live steps) until it ends; polls where the server has no stream."""
         deadline = None if timeout is None else time.monotonic() + timeout
+        streaming = True
         while True:
-            job = self.get(job_id)
-            if on_update:
-                on_update(job)
+            if streaming:
+                try:
+                    job = self._follow_events(job_id, deadline, on_update)
+                except _NoStream:
+                    streaming = False
+                    continue
+                except (httpx.TransportError, httpx.RemoteProtocolError):
+                    job = None  # dropped: check once, then listen again
+            else:
+                job = None
+            if job is None:
+                job = self.get(job_id)
+                if on_update:
+                    on_update(job)
             if job["status"] in FINAL:
                 if raise_on_failure and job["status"] != "succeeded":
                     raise JobFailed(job)
                 return job
-            if deadline is not None and time.monotonic() > deadline:
-                raise TimeoutError(f"job {job_id} still {job['status']} after {timeout}s")
+            _check_deadline(deadline, job_id, job)
             time.sleep(poll)
+
+    def _follow_events(self, job_id: str, deadline: float | None, on_update: ProgressFn | None) -> Job | None:
+        """Returns the final job, or None when the stream ended early; raises _NoStream on an older server."""
+        with self.http.stream("GET", f"/v1/jobs/{job_id}/events", timeout=_stream_timeout(deadline)) as response:
+            if response.status_code >= 400:
+                response.read()
+                _raise_for_stream(response)
+            parser = _EventParser()
+            try:
+                for line in response.iter_lines():
+                    if (item := parser.feed(line)) is None:
+                        continue
+                    event, job = item
+                    if on_update:
+                        on_update(job)
+                    if event == "final":
+                        return job
+            except httpx.ReadTimeout:
+                _check_deadline(deadline, job_id, None)
+        return None
 
     def image_bytes(self, job_id: str, index: int = 0) -> bytes:
         return _check(self.http.get(f"/v1/jobs/{job_id}/images/{index}")).content
@@ -187,18 +266,50 @@ class AsyncClient(AsyncBatchCalls):
         on_update: ProgressFn | None = None,
         raise_on_failure: bool = False,
     ) -> Job:
+        """Follows the job's event stream (live steps) until it ends; polls where the server has no stream."""
         deadline = None if timeout is None else time.monotonic() + timeout
+        streaming = True
         while True:
-            job = await self.get(job_id)
-            if on_update:
-                on_update(job)
+            if streaming:
+                try:
+                    job = await self._follow_events(job_id, deadline, on_update)
+                except _NoStream:
+                    streaming = False
+                    continue
+                except (httpx.TransportError, httpx.RemoteProtocolError):
+                    job = None
+            else:
+                job = None
+            if job is None:
+                job = await self.get(job_id)
+                if on_update:
+                    on_update(job)
             if job["status"] in FINAL:
                 if raise_on_failure and job["status"] != "succeeded":
                     raise JobFailed(job)
                 return job
-            if deadline is not None and time.monotonic() > deadline:
-                raise TimeoutError(f"job {job_id} still {job['status']} after {timeout}s")
+            _check_deadline(deadline, job_id, job)
             await asyncio.sleep(poll)
+
+    async def _follow_events(self, job_id: str, deadline: float | None, on_update: ProgressFn | None) -> Job | None:
+        url = f"/v1/jobs/{job_id}/events"
+        async with self.http.stream("GET", url, timeout=_stream_timeout(deadline)) as response:
+            if response.status_code >= 400:
+                await response.aread()
+                _raise_for_stream(response)
+            parser = _EventParser()
+            try:
+                async for line in response.aiter_lines():
+                    if (item := parser.feed(line)) is None:
+                        continue
+                    event, job = item
+                    if on_update:
+                        on_update(job)
+                    if event == "final":
+                        return job
+            except httpx.ReadTimeout:
+                _check_deadline(deadline, job_id, None)
+        return None
 
     async def image_bytes(self, job_id: str, index: int = 0) -> bytes:
         return _check(await self.http.get(f"/v1/jobs/{job_id}/images/{index}")).content

@@ -36,6 +36,7 @@ class Farm:
     redis_url: str = ""
     flower_password: str = ""
     api_url: str = ""
+    webhook_secret: str = ""
     log_dir: Path | None = None  # children's output goes to files here instead of the terminal
 
     # 1. Start everything, in dependency order.
@@ -50,6 +51,7 @@ class Farm:
             proc, self.redis_url = start_embedded_redis(s.data_dir.resolve() / "redis")
             self.children.append(Child("redis", proc))
         upgrade(s.resolved_database_url)
+        self.webhook_secret = s.webhook_secret or webhook_secret_file(s.data_dir.resolve())
         env = self.child_env()
         self.api_url = f"http://{s.api_host}:{s.api_port}"
         self._spawn("api", [sys.executable, "-m", "zfarm.cli", "api"], env)
@@ -57,6 +59,7 @@ class Farm:
             self._spawn(name, [sys.executable, "-m", "zfarm.cli", "worker", "--name", name], worker_env)
         self.flower_password = s.flower_password or secrets.token_urlsafe(12)
         self._spawn("flower", flower_command(s, self.flower_password), env)
+        self._spawn("webhooks", [sys.executable, "-m", "zfarm.cli", "webhooks"], env)
 
     def child_env(self) -> dict[str, str]:
         s = self.settings
@@ -72,6 +75,7 @@ class Farm:
                 "ZFARM_MODEL": s.model,
                 "ZFARM_MEMORY_POLICY": s.memory_policy,
                 "ZFARM_AUTH": "true" if s.auth else "false",
+                "ZFARM_WEBHOOK_SECRET": self.webhook_secret,
                 "PYTHONUNBUFFERED": "1",
             }
         )
@@ -116,6 +120,9 @@ class Farm:
             f"data     {s.data_dir.resolve()}  (images in {s.storage_dir})",
             f"model    {s.model}{'  (TINY TEST MODEL: random weights, images are noise)' if s.is_tiny_model else ''}",
             f"workers  {', '.join(workers)}  (memory policy {s.memory_policy})",
+            "webhooks signed with HMAC-SHA256, secret from "
+            + ("ZFARM_WEBHOOK_SECRET" if s.webhook_secret else str(s.data_dir.resolve() / WEBHOOK_SECRET_FILE)),
+            f"web page {self.api_url}/   metrics {self.api_url}/metrics",
         ]
 
     # 2. Watch: a child that exits on its own stops the farm (a half farm is worse than none).
@@ -140,6 +147,18 @@ class Farm:
             _signal_group(child.proc, signal.SIGKILL)
             child.proc.wait()
         self.children.clear()
+
+
+WEBHOOK_SECRET_FILE = "webhook_secret"
+
+
+def webhook_secret_file(data_dir: Path) -> str:
+    """The embedded farm's webhook secret: made once, kept in the data dir so receivers keep working."""
+    path = data_dir / WEBHOOK_SECRET_FILE
+    if not path.exists():
+        path.touch(mode=0o600)
+        path.write_text(secrets.token_urlsafe(32))
+    return path.read_text().strip()
 
 
 def flower_command(s: FarmSettings, password: str) -> list[str]:

@@ -59,6 +59,12 @@ class FarmSettings(BaseSettings):
     max_queued_jobs_per_tenant: int = Field(10_000, ge=1)
     submits_per_minute_per_tenant: int = Field(600, ge=1)
     max_json_bytes: int = Field(256 * 1024, ge=1024)
+
+    # Webhooks: signed with HMAC-SHA256 under this secret; retried with exponential backoff.
+    webhook_secret: str | None = Field(None, min_length=16)
+    webhook_max_attempts: int = Field(8, ge=1, le=50)
+    webhook_backoff_seconds: float = Field(2.0, gt=0, le=300)
+    webhook_timeout_seconds: float = Field(10.0, gt=0, le=120)
     max_upload_bytes: int = Field(64 * 1024 * 1024, ge=1024)
 
     # Catalog campaigns (batches).
@@ -94,6 +100,11 @@ class FarmSettings(BaseSettings):
     @property
     def api_is_loopback(self) -> bool:
         return self.api_host in ("127.0.0.1", "localhost", "::1")
+
+    @property
+    def resolved_public_url(self) -> str:
+        """Where people and programs reach the API (image links in webhooks use it)."""
+        return (self.public_url or f"http://{self.api_host}:{self.api_port}").rstrip("/")
 
     @property
     def resolved_database_url(self) -> str:

@@ -14,10 +14,12 @@ from api.batch_intake import scoped_key
 from api.dedup import copied_images, find_reusable, reused_values
 from api.deps import EnqueuerDep, SessionDep, SettingsDep, StorageDep
 from api.job_identity import content_hash
-from api.prompt_checks import check_job
+from api.progress import job_progress
+from api.prompt_checks import check_job, refuse
 from api.refusals import Refusal
-from api.schemas import MAX_SEED, ImageOut, JobCreate, JobList, JobOut
-from models import Image, Job, JobStatus, Lane
+from api.schemas import MAX_SEED, ImageOut, JobCreate, JobList, JobOut, WebhookOut
+from api.webhook_sweep import send_now
+from models import Image, Job, JobStatus, Lane, WebhookDelivery
 from models.base import utcnow
 from models.jobs import FINAL_STATUSES
 
@@ -60,6 +62,9 @@ def job_out(job: Job, request: Request) -> JobOut:
         model_revision=job.model_revision,
         versions=job.versions,
         test_model_noise=job.model_id == TEST_MODEL,
+        progress=job_progress(job),
+        callback_url=job.webhook.url if job.webhook else None,
+        webhook=WebhookOut.model_validate(job.webhook, from_attributes=True) if job.webhook else None,
         images=[
             ImageOut(
                 index=im.index,
@@ -110,6 +115,8 @@ def create_job(
         response.headers["Location"] = str(request.url_for("get_job", job_id=earlier.id))
         return job_out(earlier, request)
     check_job(body, settings)
+    if body.callback_url is not None and not settings.webhook_secret:
+        raise refuse("callback_url", str(body.callback_url), "this farm has no ZFARM_WEBHOOK_SECRET to sign webhooks")
     request.app.state.quotas.check_submit(session, principal)
     # 1. Commit the row first: a 202 means the job exists even if Redis is down right now.
     job = Job(
@@ -132,6 +139,9 @@ def create_job(
         lane=Lane.INTERACTIVE,
         idempotency_key=key,
     )
+    if body.callback_url is not None:
+        # The outbox row is written with the job, so its ending can never be missed.
+        job.webhook = WebhookDelivery(url=str(body.callback_url), created_at=utcnow(), updated_at=utcnow())
     job.content_hash = content_hash({**body.model_dump(), "seed": job.seed}, settings.model, settings.model_revision)
     original = find_reusable(session, [job.content_hash], principal.tenant, settings.model) if body.dedup else {}
     if original:
@@ -155,6 +165,8 @@ def create_job(
     # 2. Then send its id; the reconciler re-sends if this did not reach Redis.
     if not original:
         enqueuer.send([job.id])
+    elif job.webhook is not None:
+        send_now(request.app.state.sessions, request.app.state.celery, job.id)  # done at once by reuse
     session.refresh(job)
     response.headers["Location"] = str(request.url_for("get_job", job_id=job.id))
     return job_out(job, request)
@@ -165,9 +177,10 @@ def _replayed_job(session: SessionDep, key: str, body: JobCreate) -> Job | None:
     job = session.scalar(select(Job).where(Job.idempotency_key == key))
     if job is None:
         return None
-    asked = body.model_dump(exclude={"dedup", "seed"}, exclude_unset=False)
+    asked = body.model_dump(exclude={"dedup", "seed", "callback_url"}, exclude_unset=False)
     stored = {name: getattr(job, name) for name in asked}
-    if asked != stored or (body.seed is not None and body.seed != job.seed):
+    callback = (str(body.callback_url) if body.callback_url else None, job.webhook.url if job.webhook else None)
+    if asked != stored or (body.seed is not None and body.seed != job.seed) or callback[0] != callback[1]:
         raise HTTPException(409, detail="this Idempotency-Key was used for a different job; use a new key")
     return job
 
@@ -203,6 +216,9 @@ def cancel_job(job_id: str, session: SessionDep, request: Request, principal: Pr
         # Never runs: the worker sees a final status and skips the message.
         job.status, job.finished_at, job.error = JobStatus.CANCELED, utcnow(), "canceled before it ran"
     session.commit()
+    if job.webhook is not None and job.status in FINAL_STATUSES:
+        send_now(request.app.state.sessions, request.app.state.celery, job_id)
+        session.refresh(job.webhook)
     return job_out(job, request)
 
 

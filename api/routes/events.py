@@ -1,0 +1,106 @@
+"""Server-sent events: a job's or a batch's progress, pushed as it changes.
+
+Each stream reads the rows every half second (the rate at which workers write progress) and sends an
+event only when something changed, with a keep-alive comment in between; it ends after the final state.
+A fresh database session per read: a stream never holds a connection while it waits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from fastapi import APIRouter, HTTPException, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.sse import EventSourceResponse, format_sse_event
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from api.auth import PrincipalDep
+from api.deps import SessionDep
+from api.routes.jobs import job_out
+from models import Batch, Job, JobStatus
+from models.jobs import FINAL_STATUSES
+
+router = APIRouter(tags=["events"])
+POLL_SECONDS = 0.5
+KEEPALIVE_SECONDS = 10.0
+SSE_RESPONSES: dict[int | str, dict[str, Any]] = {200: {"content": {"text/event-stream": {}}}}
+
+
+@router.get("/v1/jobs/{job_id}/events", responses=SSE_RESPONSES)
+def job_events(job_id: str, session: SessionDep, request: Request, principal: PrincipalDep) -> EventSourceResponse:
+    """`progress` events carry the job record (as GET /v1/jobs/{id}) while it changes; `final` ends the stream."""
+    job = session.get(Job, job_id)
+    # 404 now, before the stream starts; another tenant's job answers like a missing one (as in routes/jobs.py)
+    if job is None or (principal.tenant is not None and job.tenant != principal.tenant):
+        raise HTTPException(404, detail=f"job {job_id!r} not found")
+    session.close()
+
+    def read() -> tuple[dict[str, Any], bool]:
+        with request.app.state.sessions() as s:
+            job = s.get(Job, job_id)
+            assert job is not None, "jobs are never deleted while streaming"
+            return job_out(job, request).model_dump(mode="json"), job.status in FINAL_STATUSES
+
+    return EventSourceResponse(_stream(request, read))
+
+
+@router.get("/v1/batches/{batch_id}/events", responses=SSE_RESPONSES)
+def batch_events(batch_id: str, session: SessionDep, request: Request, principal: PrincipalDep) -> EventSourceResponse:
+    """`progress` events carry the batch's counts by status and its running jobs' steps; `final` ends it."""
+    batch = session.get(Batch, batch_id)
+    if batch is None or (principal.tenant is not None and batch.tenant != principal.tenant):
+        raise HTTPException(404, detail=f"batch {batch_id!r} not found")
+    rows = batch.rows
+    session.close()
+
+    def read() -> tuple[dict[str, Any], bool]:
+        with request.app.state.sessions() as s:
+            snapshot = _batch_snapshot(s, batch_id, rows)
+        return snapshot, snapshot["done"] >= snapshot["total"]
+
+    return EventSourceResponse(_stream(request, read))
+
+
+def _batch_snapshot(session: Session, batch_id: str, rows: int) -> dict[str, Any]:
+    counts = dict(
+        session.execute(select(Job.status, func.count()).where(Job.batch_id == batch_id).group_by(Job.status)).all()
+    )
+    running = session.execute(
+        select(Job.id, Job.progress_step, Job.progress_total, Job.steps).where(
+            Job.batch_id == batch_id, Job.status == JobStatus.RUNNING
+        )
+    ).all()
+    total = max(rows, sum(counts.values()))
+    done = sum(n for status, n in counts.items() if status in FINAL_STATUSES)
+    return {
+        "id": batch_id,
+        "counts": counts,
+        "total": total,
+        "done": done,
+        "progress": done / total if total else 1.0,
+        "running": [{"id": r.id, "step": r.progress_step, "total": r.progress_total or r.steps} for r in running],
+    }
+
+
+async def _stream(request: Request, read: Callable[[], tuple[dict[str, Any], bool]]) -> AsyncIterator[bytes]:
+    last: str | None = None
+    seq = 0
+    quiet = 0.0
+    while not await request.is_disconnected():
+        data, final = await run_in_threadpool(read)
+        text = json.dumps(data, separators=(",", ":"))
+        if text != last or final:
+            seq += 1
+            yield format_sse_event(data_str=text, event="final" if final else "progress", id=str(seq))
+            last, quiet = text, 0.0
+        elif quiet >= KEEPALIVE_SECONDS:
+            yield b": keep-alive\n\n"
+            quiet = 0.0
+        if final:
+            return
+        await asyncio.sleep(POLL_SECONDS)
+        quiet += POLL_SECONDS

@@ -1,0 +1,165 @@
+"""Webhook delivery: one signed POST per attempt, the outcome recorded on the delivery row. Plain functions.
+
+Delivery is at least once: a receiver should use the X-Zfarm-Delivery header to drop repeats.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from broker_config.task_names import DELIVER_WEBHOOK
+from models import DeliveryState, Job, WebhookDelivery
+from models.base import utcnow
+from models.db import transaction
+from models.webhooks import MAX_BACKOFF_SECONDS, take_due
+from zfarm.settings import FarmSettings
+from zfarm.webhook_signing import SIGNATURE_HEADER, sign
+
+log = logging.getLogger(__name__)
+EVENT = "job.finished"
+TEST_MODEL = "tiny"
+
+
+def backoff_seconds(attempt: int, base: float) -> float:
+    """Seconds to wait after failed attempt number `attempt` (1, 2, ...): base, 2 base, 4 base, ... capped."""
+    return min(base * 2 ** (attempt - 1), MAX_BACKOFF_SECONDS)
+
+
+def job_payload(job: Job, base_url: str) -> dict[str, Any]:
+    return {
+        "id": job.id,
+        "status": job.status,
+        "error": job.error,
+        "prompt": job.prompt,
+        "negative_prompt": job.negative_prompt,
+        "width": job.width,
+        "height": job.height,
+        "steps": job.steps,
+        "seed": job.seed,
+        "created_at": job.created_at.isoformat(),
+        "started_at": job.started_at.isoformat() if job.started_at else None,
+        "finished_at": job.finished_at.isoformat() if job.finished_at else None,
+        "gpu_seconds": job.gpu_seconds,
+        "attempts": job.attempts,
+        "worker_name": job.worker_name,
+        "model_id": job.model_id,
+        "model_revision": job.model_revision,
+        "test_model_noise": job.model_id == TEST_MODEL,
+        "images": [
+            {
+                "index": im.index,
+                "seed": im.seed,
+                "width": im.width,
+                "height": im.height,
+                "format": im.format,
+                "sha256": im.sha256,
+                "bytes": im.bytes,
+                "url": f"{base_url}/v1/jobs/{job.id}/images/{im.index}",
+            }
+            for im in job.images
+        ],
+    }
+
+
+@dataclass(frozen=True)
+class Attempt:
+    delivery_id: str
+    url: str
+    body: bytes
+    number: int
+
+
+@dataclass(frozen=True)
+class Outcome:
+    state: str
+    retry_in: float | None = None  # seconds until the next attempt, when there is one
+
+
+def deliver_once(job_id: str, sessions: sessionmaker[Session], settings: FarmSettings) -> Outcome:
+    """One attempt for the job's webhook; says whether and when to try again."""
+    if not settings.webhook_secret:
+        raise RuntimeError("ZFARM_WEBHOOK_SECRET is not set: webhooks cannot be signed")
+    attempt = _prepare(job_id, sessions, settings.resolved_public_url)
+    if attempt is None:
+        return Outcome("skipped")
+    status_code, error = post(attempt, settings.webhook_secret, settings.webhook_timeout_seconds)
+    state = _record(sessions, attempt, status_code, error, settings.webhook_max_attempts)
+    if state == DeliveryState.PENDING:
+        return Outcome(state, backoff_seconds(attempt.number, settings.webhook_backoff_seconds))
+    if state == DeliveryState.FAILED:
+        log.warning("webhook for job %s failed after %d attempts: %s", job_id, attempt.number, error)
+    return Outcome(state)
+
+
+def _prepare(job_id: str, sessions: sessionmaker[Session], base_url: str) -> Attempt | None:
+    with transaction(sessions) as s:
+        row = s.scalar(select(WebhookDelivery).where(WebhookDelivery.job_id == job_id).with_for_update())
+        if row is None or row.state != DeliveryState.PENDING:
+            return None  # delivered, failed, or not yet due: nothing to do for this message
+        row.updated_at = utcnow()  # keeps the sweep from sending a second message while this one works
+        number = row.attempts + 1
+        body = {
+            "event": EVENT,
+            "delivery_id": row.id,
+            "attempt": number,
+            "sent_at": utcnow().isoformat(),
+            "job": job_payload(row.job, base_url),
+        }
+        return Attempt(row.id, row.url, json.dumps(body, separators=(",", ":")).encode(), number)
+
+
+def post(attempt: Attempt, secret: str, timeout: float) -> tuple[int | None, str | None]:
+    """Returns (status code, error); error is None for a 2xx answer."""
+    headers = {
+        "Content-Type": "application/json",
+        "User-Agent": "zfarm-webhooks/0.1",
+        "X-Zfarm-Event": EVENT,
+        "X-Zfarm-Delivery": attempt.delivery_id,
+        "X-Zfarm-Attempt": str(attempt.number),
+        SIGNATURE_HEADER: sign(secret, attempt.body, int(time.time())),
+    }
+    try:
+        response = httpx.post(attempt.url, content=attempt.body, headers=headers, timeout=timeout)
+    except httpx.HTTPError as exc:
+        return None, f"{type(exc).__name__}: {exc}"
+    if 200 <= response.status_code < 300:
+        return response.status_code, None
+    return response.status_code, f"HTTP {response.status_code}: {response.text[:200]}"
+
+
+def _record(
+    sessions: sessionmaker[Session], attempt: Attempt, status_code: int | None, error: str | None, max_attempts: int
+) -> str:
+    with transaction(sessions) as s:
+        row = s.get(WebhookDelivery, attempt.delivery_id)
+        if row is None:
+            return "missing"
+        row.attempts, row.last_status_code, row.last_error = attempt.number, status_code, error
+        row.updated_at = utcnow()
+        if error is None:
+            row.state, row.delivered_at = DeliveryState.DELIVERED, utcnow()
+        elif attempt.number >= max_attempts:
+            row.state = DeliveryState.FAILED
+        return row.state
+
+
+def notify_webhook(job_id: str, sessions: sessionmaker[Session]) -> None:
+    """The fast path after a job ends: hand its webhook to the webhooks queue now, not at the next sweep."""
+    from broker_config.celery_app import app
+    from broker_config.settings import get_broker_settings
+
+    try:
+        with transaction(sessions) as s:
+            due = take_due(s, job_id=job_id)
+        for job_id_due in due:
+            app.send_task(DELIVER_WEBHOOK, args=[job_id_due], queue=get_broker_settings().webhook_queue)
+    except Exception:  # never fail a finished render over its notification; the API's sweep sends it later
+        log.exception("could not hand the webhook of job %s to the queue", job_id)
