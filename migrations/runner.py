@@ -18,9 +18,7 @@ def alembic_config(url: str) -> Config:
     return cfg
 
 
-# "heads": revisions written on parallel branches (each off the same parent) apply side by side until
-# they are chained into one line.
-def upgrade(url: str, revision: str = "heads") -> None:
+def upgrade(url: str, revision: str = "head") -> None:
     command.upgrade(alembic_config(url), revision)
 
 

@@ -30,3 +30,12 @@ def test_upgrade_builds_the_models_schema_and_downgrade_removes_it(database_url:
     assert _tables(database_url) == set()
     upgrade(database_url)
     assert _tables(database_url) == set(Base.metadata.tables)
+
+
+def test_the_history_is_one_line_with_one_head() -> None:
+    from alembic.script import ScriptDirectory
+
+    from migrations.runner import alembic_config
+
+    script = ScriptDirectory.from_config(alembic_config("sqlite://"))
+    assert len(script.get_heads()) == 1
