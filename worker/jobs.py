@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 import time
 from dataclasses import dataclass
 from datetime import timedelta
+from functools import partial
 from typing import Any
 
 from celery.exceptions import SoftTimeLimitExceeded
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -17,9 +20,11 @@ from models import Image, Job, JobStatus, Worker
 from models.base import utcnow
 from models.db import transaction
 from models.jobs import FINAL_STATUSES
+from worker.batching import batch_limit, claim_companions, split_seconds
+from worker.finishing import Finisher
 from worker.images import encode_image
 from worker.progress import report_progress
-from worker.recovery import render_with_recovery
+from worker.recovery import render_many_with_recovery
 from worker.render import RenderCanceled, RenderError, RenderRequest, StepCallback
 from worker.runtime import Runtime
 from zfarm.storage import Storage, image_key
@@ -39,6 +44,12 @@ class JobContext:
     max_attempts: int
     offline_after_seconds: float
     time_limit_seconds: int = 0
+    # Throughput (issue 5): compatible queued jobs rendered together; finishing overlapped with the next render.
+    batch_max_images: int = 1
+    batch_max_pixels: int = 4 * 1024 * 1024
+    finisher: Finisher = dataclasses.field(default_factory=lambda: Finisher(0))
+    # Jobs this process claimed and has not yet recorded (a finisher thread may still be storing them).
+    in_flight: set[str] = dataclasses.field(default_factory=set)
 
 
 def run_job(job_id: str, ctx: JobContext) -> str:
@@ -49,21 +60,105 @@ def run_job(job_id: str, ctx: JobContext) -> str:
         return claimed
     if (too_long := _over_token_window(claimed, ctx)) is not None:
         return finish_without_images(job_id, ctx, JobStatus.FAILED, too_long)
+    if claimed.extra.get("attempt", 1) > 1:
+        # A retry may be what crashed the last process: the previous jobs' images are stored before it runs,
+        # so a second crash does not cost them an attempt too.
+        ctx.finisher.wait_idle()
+    group = [(job_id, claimed), *_companions(job_id, claimed, ctx)]
+    ids, reqs = [j for j, _ in group], [r for _, r in group]
     started = time.perf_counter()
     try:
-        on_step = report_progress(job_id, ctx.sessions, _cancel_check(job_id, ctx))
-        images, notes = render_with_recovery(ctx.runtime, claimed, on_step=on_step)
+        images, notes = render_many_with_recovery(ctx.runtime, reqs, on_step=_on_step(ids, ctx))
+    except RenderCanceled:
+        return _finish_all(ids, ctx, JobStatus.CANCELED, "canceled while running")
+    except SoftTimeLimitExceeded:
+        return _finish_all(ids, ctx, JobStatus.FAILED, f"exceeded the time limit of {ctx.time_limit_seconds} s per job")
+    except (RenderError, ValueError) as exc:
+        if len(group) > 1:  # one bad job must not fail its companions: each again, alone
+            return [_run_alone(one, req, ctx) for one, req in group][0]
+        return finish_without_images(job_id, ctx, JobStatus.FAILED, f"{type(exc).__name__}: {exc}")
+    seconds = split_seconds(time.perf_counter() - started, reqs)
+    _log_stats(ids, reqs, seconds, ctx)
+    for (one, req), imgs, gpu_seconds in zip(group, images, seconds, strict=True):
+        ctx.finisher.submit(partial(finish_rendered, one, ctx, req, imgs, gpu_seconds, notes, len(group) > 1))
+    return JobStatus.SUCCEEDED
+
+
+def _companions(job_id: str, leader: RenderRequest, ctx: JobContext) -> list[tuple[str, RenderRequest]]:
+    if leader.extra.get("attempt", 1) > 1:
+        return []  # a job retried after a crash runs alone: a poison job must not take its batch-mates down again
+    limit = batch_limit(leader, ctx.batch_max_images, ctx.batch_max_pixels)
+    chosen = []
+    for one, req in claim_companions(job_id, leader, ctx.sessions, limit, lambda other: claim_job(other, ctx)):
+        if (too_long := _over_token_window(req, ctx)) is not None:
+            finish_without_images(one, ctx, JobStatus.FAILED, too_long)
+        else:
+            chosen.append((one, req))
+    return chosen
+
+
+def _run_alone(job_id: str, req: RenderRequest, ctx: JobContext) -> str:
+    started = time.perf_counter()
+    try:
+        [images], notes = render_many_with_recovery(ctx.runtime, [req], on_step=_on_step([job_id], ctx))
     except RenderCanceled:
         return finish_without_images(job_id, ctx, JobStatus.CANCELED, "canceled while running")
-    except SoftTimeLimitExceeded:
-        return finish_without_images(
-            job_id, ctx, JobStatus.FAILED, f"exceeded the time limit of {ctx.time_limit_seconds} s per job"
-        )
     except (RenderError, ValueError) as exc:
         return finish_without_images(job_id, ctx, JobStatus.FAILED, f"{type(exc).__name__}: {exc}")
-    gpu_seconds = time.perf_counter() - started
-    store_results(job_id, ctx, claimed, images, gpu_seconds, notes)
+    store_results(job_id, ctx, req, images, time.perf_counter() - started, notes)
     return JobStatus.SUCCEEDED
+
+
+def _on_step(ids: list[str], ctx: JobContext) -> StepCallback:
+    # Every job of the call reports the shared denoising step; the cancel check runs once for all of them.
+    on_step = _cancel_check(ids, ctx)
+    for one in reversed(ids):
+        on_step = report_progress(one, ctx.sessions, on_step)
+    return on_step
+
+
+def _finish_all(ids: list[str], ctx: JobContext, status: JobStatus, error: str) -> str:
+    for one in ids:
+        finish_without_images(one, ctx, status, error)
+    return status
+
+
+def _log_stats(ids: list[str], reqs: list[RenderRequest], seconds: list[float], ctx: JobContext) -> None:
+    # One line per pipeline call; the benchmark reads peak VRAM and the compiled-graph counter from it.
+    stats = {"jobs": len(ids), "images": sum(r.num_images for r in reqs), "gpu_s": round(sum(seconds), 4)}
+    log.info("rendered %s zfarm-stats %s", ",".join(ids), json.dumps({**stats, **ctx.runtime.stats()}))
+
+
+def finish_rendered(
+    job_id: str,
+    ctx: JobContext,
+    req: RenderRequest,
+    images: list,
+    gpu_seconds: float,
+    notes: list[str],
+    batched: bool,
+) -> None:
+    """Encode, store and record one rendered job (on a finisher thread); a failure is recorded, never lost."""
+    for attempt in range(3):
+        try:
+            if batched and _cancel_requested(job_id, ctx):  # canceled while its batch rendered
+                finish_without_images(job_id, ctx, JobStatus.CANCELED, "canceled while running")
+            else:
+                store_results(job_id, ctx, req, images, gpu_seconds, notes)
+            return
+        except OperationalError:  # the database is away for a moment: try again, as the task would
+            log.warning("database unavailable while storing job %s (attempt %d)", job_id, attempt + 1)
+            time.sleep(5)
+        except (OSError, ValueError) as exc:
+            finish_without_images(job_id, ctx, JobStatus.FAILED, f"storing failed: {type(exc).__name__}: {exc}")
+            return
+    # Left running on a live worker: the reconciler fails it past the hard time limit (fail_overdue).
+    log.error("job %s rendered but not recorded: the database stayed unavailable", job_id)
+
+
+def _cancel_requested(job_id: str, ctx: JobContext) -> bool:
+    with ctx.sessions() as s:
+        return bool(s.scalar(select(Job.cancel_requested).where(Job.id == job_id)))
 
 
 def claim_job(job_id: str, ctx: JobContext) -> RenderRequest | str:
@@ -75,6 +170,8 @@ def claim_job(job_id: str, ctx: JobContext) -> RenderRequest | str:
             return "skipped"
         if job.status == JobStatus.RUNNING and job.worker_name != ctx.name and _alive(s, job.worker_name, ctx):
             return "skipped"  # a duplicate delivery while a live worker runs it
+        if job.status == JobStatus.RUNNING and job_id in ctx.in_flight:
+            return "skipped"  # rendered here (in a batch) and being stored by a finisher thread
         if job.cancel_requested:
             job.status, job.finished_at, job.error = JobStatus.CANCELED, utcnow(), "canceled before it ran"
             return "canceled"
@@ -103,6 +200,7 @@ def claim_job(job_id: str, ctx: JobContext) -> RenderRequest | str:
         ).rowcount
         if won != 1:
             return "skipped"
+        ctx.in_flight.add(job_id)
         s.execute(update(Worker).where(Worker.name == ctx.name).values(state="busy", current_job_id=job_id))
         return RenderRequest(
             prompt=job.prompt,
@@ -112,7 +210,12 @@ def claim_job(job_id: str, ctx: JobContext) -> RenderRequest | str:
             steps=job.steps,
             guidance_scale=job.guidance_scale,
             seeds=[job.image_seed(i) for i in range(job.num_images)],
-            extra={"format": job.output_format, "quality": job.quality, "truncate_prompt": job.truncate_prompt},
+            extra={
+                "format": job.output_format,
+                "quality": job.quality,
+                "truncate_prompt": job.truncate_prompt,
+                "attempt": job.attempts + 1,
+            },
         )
 
 
@@ -136,8 +239,9 @@ def _alive(s: Session, worker_name: str | None, ctx: JobContext) -> bool:
 CANCEL_POLL_SECONDS = 0.5
 
 
-def _cancel_check(job_id: str, ctx: JobContext) -> StepCallback:
+def _cancel_check(job_ids: list[str], ctx: JobContext) -> StepCallback:
     # At most two database reads a second: a step on a GPU is ~0.1 s and must not wait on SQL each time.
+    # A batch stops only when all its jobs are canceled; the others' images are kept (finish_rendered).
     last = [0.0]
 
     def on_step(step: int, total: int) -> None:
@@ -147,11 +251,13 @@ def _cancel_check(job_id: str, ctx: JobContext) -> StepCallback:
         last[0] = now
         try:
             with ctx.sessions() as s:
-                canceled = s.scalar(select(Job.cancel_requested).where(Job.id == job_id))
+                canceled = s.scalar(
+                    select(func.count()).select_from(Job).where(Job.id.in_(job_ids), Job.cancel_requested.is_(True))
+                )
         except OperationalError:
             return  # the database is restarting: keep rendering, the next poll asks again
-        if canceled:
-            raise RenderCanceled(job_id)
+        if canceled == len(job_ids):
+            raise RenderCanceled(job_ids[0])
 
     return on_step
 
@@ -209,19 +315,24 @@ def store_results(
                 recovery="; ".join(notes) or None,
             )
         )
-        _worker_done(s, ctx)
+        _worker_done(s, ctx, job_id)
 
 
 def finish_without_images(job_id: str, ctx: JobContext, status: JobStatus, error: str) -> str:
     with transaction(ctx.sessions) as s:
         s.execute(update(Job).where(Job.id == job_id).values(status=status, finished_at=utcnow(), error=error))
-        _worker_done(s, ctx)
+        _worker_done(s, ctx, job_id)
     return status
 
 
-def _worker_done(s: Session, ctx: JobContext) -> None:
+def _worker_done(s: Session, ctx: JobContext, job_id: str) -> None:
+    ctx.in_flight.discard(job_id)
+    s.execute(
+        update(Worker).where(Worker.name == ctx.name).values(jobs_done=Worker.jobs_done + 1, last_heartbeat=utcnow())
+    )
+    # Finishing overlaps the next render: the worker is ready only if no later job made it busy meanwhile.
     s.execute(
         update(Worker)
-        .where(Worker.name == ctx.name)
-        .values(state="ready", current_job_id=None, jobs_done=Worker.jobs_done + 1, last_heartbeat=utcnow())
+        .where(Worker.name == ctx.name, Worker.current_job_id == job_id)
+        .values(state="ready", current_job_id=None)
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import socket
@@ -15,6 +16,7 @@ from broker_config.settings import get_broker_settings
 from models import Job, JobStatus, Worker, WorkerState, make_engine, make_session_factory
 from models.base import utcnow
 from models.db import transaction
+from worker.finishing import Finisher
 from worker.jobs import JobContext
 from worker.runtime import Runtime
 from zfarm.settings import FarmSettings
@@ -34,6 +36,10 @@ def start_worker_process(settings: FarmSettings, name: str) -> JobContext:
         models_dir=settings.models_dir,
         vae_tiling_min_pixels=settings.vae_tiling_min_pixels,
         fault_injection=settings.fault_injection,
+        compile_mode=settings.compile,
+        compile_backend=settings.compile_backend,
+        encode_unpadded=settings.encode_unpadded,
+        batch_max_images=settings.batch_max_images,
     )
     if settings.fault_injection:
         log.warning("%s: FAULT INJECTION IS ON (ZFARM_FAULT_INJECTION=1): prompt markers can kill this worker", name)
@@ -66,7 +72,7 @@ def start_worker_process(settings: FarmSettings, name: str) -> JobContext:
     if settings.warmup:
         runtime.warmup(settings.warmup_size)
     set_state(sessions, name, WorkerState.READY, warmup_seconds=runtime.warmup_seconds)
-    log.info("%s ready (warmup %.1fs)", name, runtime.warmup_seconds)
+    log.info("%s ready (warmup %.1fs) zfarm-stats %s", name, runtime.warmup_seconds, json.dumps(_start_stats(runtime)))
     return JobContext(
         name=name,
         runtime=runtime,
@@ -75,7 +81,20 @@ def start_worker_process(settings: FarmSettings, name: str) -> JobContext:
         max_attempts=settings.max_attempts,
         offline_after_seconds=settings.worker_offline_after_seconds,
         time_limit_seconds=get_broker_settings().job_time_limit_seconds,
+        batch_max_images=settings.batch_max_images,
+        batch_max_pixels=settings.batch_max_pixels,
+        finisher=Finisher(settings.finish_threads),
     )
+
+
+def _start_stats(runtime: Runtime) -> dict[str, object]:
+    return {
+        "ready": True,
+        "load_s": round(runtime.load_seconds, 3),
+        "warmup_s": round(runtime.warmup_seconds, 3),
+        "compile_error": runtime.compile_error,
+        **runtime.stats(),
+    }
 
 
 def register(sessions: sessionmaker[Session], name: str, runtime: Runtime) -> None:

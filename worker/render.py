@@ -1,4 +1,4 @@
-"""One pipeline call for one job: per-image generators, progress, cancel, and a guard on bad output."""
+"""One pipeline call for one job or for compatible jobs together: per-image generators, progress, output guard."""
 
 from __future__ import annotations
 
@@ -37,38 +37,84 @@ class RenderRequest:
 
 StepCallback = Callable[[int, int], None]
 OutputHook = Callable[[np.ndarray], np.ndarray]
+# Encodes a list of prompts into one embedding tensor each (worker/text_encoding.py), or None for the pipeline's own.
+PromptEncoder = Callable[[list[str]], list[torch.Tensor]]
 
 
 def render(
-    pipe: ZImagePipeline, req: RenderRequest, on_step: StepCallback | None = None, output_hook: OutputHook | None = None
+    pipe: ZImagePipeline,
+    req: RenderRequest,
+    on_step: StepCallback | None = None,
+    encode: PromptEncoder | None = None,
+    output_hook: OutputHook | None = None,
 ) -> list[PILImage.Image]:
+    return render_many(pipe, [req], on_step, encode, output_hook)[0]
+
+
+def render_many(
+    pipe: ZImagePipeline,
+    reqs: list[RenderRequest],
+    on_step: StepCallback | None = None,
+    encode: PromptEncoder | None = None,
+    output_hook: OutputHook | None = None,
+) -> list[list[PILImage.Image]]:
+    """Compatible requests (same size, steps, guidance) in one pipeline call; the images of each, in order."""
+    first = reqs[0]
+    if any(_shape(r) != _shape(first) for r in reqs):
+        shapes = [_shape(r) for r in reqs]
+        raise ValueError(f"requests rendered together must share size, steps and guidance (got {shapes})")
     # 1. One CPU generator per image: image i equals a render of that seed alone, on any hardware.
-    generators = [torch.Generator("cpu").manual_seed(seed) for seed in req.seeds]
+    generators = [torch.Generator("cpu").manual_seed(seed) for r in reqs for seed in r.seeds]
+    prompts = [r.prompt for r in reqs for _ in r.seeds]
+    cfg = first.guidance_scale > 0
+    negatives = [r.negative_prompt or "" for r in reqs for _ in r.seeds]
 
     def _callback(_pipe: ZImagePipeline, step: int, _t: object, kwargs: dict) -> dict:
         if on_step is not None:
-            on_step(step + 1, req.steps)
+            on_step(step + 1, first.steps)
         return kwargs
 
-    # 2. Denoise and decode; the pipeline edits prompt lists in place, so each call gets fresh lists.
-    negative = [req.negative_prompt] * req.num_images if req.negative_prompt else None
+    # 2. Prompts: the pipeline's own (padded) encoding, or ours on the real tokens; the pipeline edits prompt
+    # lists in place, so each call gets fresh lists.
+    if encode is None:
+        text: dict[str, object] = {"prompt": prompts, "negative_prompt": negatives if cfg else None}
+    else:
+        text = {"prompt_embeds": _encode_unique(encode, prompts)}
+        if cfg:
+            text["negative_prompt_embeds"] = _encode_unique(encode, negatives)
+    # 3. Denoise and decode.
     output = pipe(
-        prompt=[req.prompt] * req.num_images,
-        negative_prompt=negative,
-        height=req.height,
-        width=req.width,
-        num_inference_steps=req.steps,
-        guidance_scale=req.guidance_scale,
+        **text,
+        height=first.height,
+        width=first.width,
+        num_inference_steps=first.steps,
+        guidance_scale=first.guidance_scale,
         generator=generators,
         output_type="np",
         callback_on_step_end=_callback,
     )
-    # 3. Check before converting: the PIL conversion would turn NaN into a black image silently.
+    # 4. Check before converting: the PIL conversion would turn NaN into a black image silently.
     arrays = np.asarray(output.images)
     if output_hook is not None:
         arrays = output_hook(arrays)
     guard_output(arrays)
-    return pipe.numpy_to_pil(arrays)
+    images = pipe.numpy_to_pil(arrays)
+    out, start = [], 0
+    for r in reqs:
+        out.append(images[start : start + r.num_images])
+        start += r.num_images
+    return out
+
+
+def _shape(req: RenderRequest) -> tuple[int, int, int, float]:
+    return (req.width, req.height, req.steps, req.guidance_scale)
+
+
+def _encode_unique(encode: PromptEncoder, prompts: list[str]) -> list[torch.Tensor]:
+    # A job of n images repeats its prompt n times: encode it once.
+    unique = list(dict.fromkeys(prompts))
+    embeds = dict(zip(unique, encode(unique), strict=True))
+    return [embeds[p] for p in prompts]
 
 
 def guard_output(arrays: np.ndarray) -> None:

@@ -12,9 +12,10 @@ import diffusers
 import torch
 import transformers
 
-from worker import faults, memory
+from worker import acceleration, faults, memory
 from worker.loading import ModelSource, load_pipeline, resolve_source
-from worker.render import RenderRequest, StepCallback, render
+from worker.render import PromptEncoder, RenderRequest, StepCallback, render_many
+from worker.text_encoding import can_encode_unpadded, encode_prompts
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +42,14 @@ class Runtime:
     requested_device: str
     models_dir: Path
     vae_tiling_min_pixels: int
+    # Throughput levers (worker/acceleration.py, worker/text_encoding.py); off unless the settings turn them on.
+    compile_mode: str = "off"
+    compile_backend: str = "inductor"
+    encode_unpadded: bool = False
+    batch_max_images: int = 1
+    warm_sizes: tuple[tuple[int, int], ...] = acceleration.PRESET_SIZES
+    compiled: bool = False
+    compile_error: str | None = None
     source: ModelSource | None = None
     device: str = "cpu"
     policy: str = "full"
@@ -62,24 +71,89 @@ class Runtime:
         memory.apply_policy(pipe, self.policy, self.device)
         self.base_policy = self.policy
         self.pipe = pipe
+        if acceleration.should_compile(self.compile_mode, self.device, self.policy):
+            try:
+                acceleration.compile_blocks(pipe, self.compile_backend)
+                self.compiled = True
+            except Exception as exc:  # e.g. an unknown backend: run eagerly rather than not at all
+                log.exception("compiling the DiT blocks failed; running them eagerly")
+                self.compile_error = f"{type(exc).__name__}: {exc}"[:500]
         self.load_seconds = time.perf_counter() - started
 
     def warmup(self, size: int) -> None:
         """A small image first, then the default size, so the first real job pays no first-call costs."""
         started = time.perf_counter()
-        for side in sorted({256, size}):
-            self.render(RenderRequest("warmup", side, side, steps=2, guidance_scale=0.0, seeds=[0]))
+        try:
+            self._warm(size)
+        except Exception as exc:
+            if not self.compiled:
+                raise
+            # A compiler failure must not take the card out of service: run the blocks eagerly instead.
+            log.exception("compiled warmup failed; running the DiT blocks eagerly")
+            acceleration.uncompile_blocks(self.pipe)
+            self.compiled, self.compile_error = False, f"{type(exc).__name__}: {exc}"[:500]
+            self._warm(size)
         self.warmup_seconds = time.perf_counter() - started
 
+    def _warm(self, size: int) -> None:
+        for side in sorted({256, size}):
+            self.render(RenderRequest("warmup", side, side, steps=2, guidance_scale=0.0, seeds=[0]))
+        if not self.compiled:
+            return
+        # Every kind of call the farm makes compiles here, not in a customer's job: the presets, and batches
+        # with and without a padding mask (prompts of different and of equal token counts).
+        # Prompts of about 5 and 45 tokens: captions padded to 32 and to 64, the lengths real prompts take.
+        short, medium = "warmup", "warmup " + "product photo on a white background, " * 6
+        for w, h in self.warm_sizes:
+            self.render(RenderRequest(short, w, h, 2, 0.0, [0]))
+            if self.batch_max_images > 1:
+                self.render_many([RenderRequest(short, w, h, 2, 0.0, [0]), RenderRequest(medium, w, h, 2, 0.0, [1])])
+                self.render(RenderRequest(medium, w, h, 2, 0.0, [0, 1]))
+
     def render(self, req: RenderRequest, on_step: StepCallback | None = None, try_index: int = 0) -> list:
+        return self.render_many([req], on_step, try_index)[0]
+
+    def render_many(
+        self, reqs: list[RenderRequest], on_step: StepCallback | None = None, try_index: int = 0
+    ) -> list[list]:
+        """Compatible requests in one pipeline call; each request's images, in order."""
         if self.pipe is None:
             raise RuntimeError("Runtime.render called before load()")
-        fault = faults.fault_in(req.prompt) if self.fault_injection else None
+        fault = self._fault(reqs)
         faults.before_render(fault, try_index)
         if "vae-tiling" not in self.relief:
-            memory.set_vae_tiling(self.pipe, req.width * req.height >= self.vae_tiling_min_pixels)
+            memory.set_vae_tiling(self.pipe, reqs[0].width * reqs[0].height >= self.vae_tiling_min_pixels)
+        if self.device == "cuda":
+            torch.cuda.reset_peak_memory_stats()  # stats() then reports this call's peak
         with torch.inference_mode():
-            return render(self.pipe, req, on_step, output_hook=lambda a: faults.corrupt_output(fault, try_index, a))
+            return render_many(
+                self.pipe,
+                reqs,
+                on_step,
+                self._prompt_encoder(),
+                output_hook=lambda a: faults.corrupt_output(fault, try_index, a),
+            )
+
+    def _fault(self, reqs: list[RenderRequest]) -> str | None:
+        # An injected fault hits the whole call, as a real one would hit every job rendered in it.
+        if not self.fault_injection:
+            return None
+        return next((f for f in (faults.fault_in(r.prompt) for r in reqs) if f is not None), None)
+
+    def _prompt_encoder(self) -> PromptEncoder | None:
+        # Under the offload policies the text encoder moves per stage and its time is lost in the copies anyway.
+        if not self.encode_unpadded or self.policy != "full" or not can_encode_unpadded(self.pipe):
+            return None
+        pipe = self.pipe
+        return lambda prompts: encode_prompts(pipe, prompts)
+
+    def stats(self) -> dict[str, object]:
+        """Counters for logs and benchmarks: compiled graphs (flat in steady state) and VRAM."""
+        return {
+            "compiled": self.compiled,
+            "graphs": acceleration.graphs_compiled(),
+            **acceleration.memory_stats(self.device),
+        }
 
     def prompt_tokens(self, text: str) -> int:
         """Tokens the text encoder would see, chat template included, exactly as the pipeline builds them."""

@@ -38,6 +38,7 @@ def _start_child(**_: object) -> None:
 @worker_process_shutdown.connect
 def _stop_child(**_: object) -> None:
     if _ctx is not None:
+        _ctx.finisher.drain()  # images rendered before the stop are stored and recorded, not rendered again
         set_state(_ctx.sessions, _ctx.name, WorkerState.OFFLINE, current_job_id=None)
 
 

@@ -75,6 +75,10 @@ def worker(name: str | None, loglevel: str) -> None:
     s = get_settings()
     name = name or s.worker_name or f"cpu0@{socket.gethostname()}"
     os.environ["ZFARM_WORKER_NAME"] = name
+    # The pool child that loads the model is forked from this process: a CUDA availability check here (any
+    # library may make one on import) would poison that fork ("Cannot re-initialize CUDA in forked
+    # subprocess"). Asked through NVML instead, the check leaves CUDA untouched in this parent.
+    os.environ.setdefault("PYTORCH_NVML_BASED_CUDA_CHECK", "1")
     import worker.tasks  # noqa: F401  (registers the tasks and the process start-up hooks)
     from broker_config.celery_app import app
     from broker_config.settings import bulk_queue_name, get_broker_settings

@@ -17,6 +17,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from zfarm.presets import PRESET_NAME, SHIPPED, Preset
 
 MemoryPolicy = Literal["auto", "full", "model-offload", "sequential-offload"]
+CompileMode = Literal["auto", "on", "off"]
 DEFAULT_MODEL = "Tongyi-MAI/Z-Image-Turbo"
 TINY_MODEL = "tiny"
 
@@ -42,6 +43,21 @@ class FarmSettings(BaseSettings):
     warmup: bool = True
     warmup_size: int = Field(1024, ge=256, le=2048)
     vae_tiling_min_pixels: int = Field(1536 * 1536, ge=256 * 256)
+
+    # Throughput levers (issue 5; figures in BENCHMARKS.md). `auto` compiles on CUDA under the `full` policy.
+    compile: CompileMode = "auto"
+    compile_backend: str = Field("inductor", min_length=1)
+    # Text encoding on the prompt's real tokens instead of 512 padded ones (worker/text_encoding.py). Off: on an
+    # H200 the 36-layer encoder is launch-bound at batch 1 and took 60 ms either way (BENCHMARKS.md).
+    encode_unpadded: bool = False
+    # Compatible queued jobs (same size, steps, guidance) rendered in one pipeline call: up to this many images
+    # and this many pixels in all (4 Mpx: 4 images at 1024x1024, 16 at 512x512). Off (1) by default: a batched
+    # image matches its seed rendered alone only to rounding (one 8-bit level on a CPU), so its bytes would
+    # depend on what it was batched with; the gain measured with compiled blocks was 4-5 % at 1024x1024.
+    batch_max_images: int = Field(1, ge=1, le=64)
+    batch_max_pixels: int = Field(4 * 1024 * 1024, ge=256 * 256)
+    # Threads that encode, store and record finished jobs while the GPU renders the next; 0 = inline.
+    finish_threads: int = Field(2, ge=0, le=16)
 
     worker_name: str | None = None
     heartbeat_seconds: float = Field(5.0, gt=0, le=300)
