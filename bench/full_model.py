@@ -18,12 +18,12 @@ import time
 from pathlib import Path
 
 import torch
-from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, ZImagePipeline, ZImageTransformer2DModel
+from diffusers import ZImagePipeline, ZImageTransformer2DModel
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast, Qwen3Config, Qwen3Model
 
 from bench.prompts import VOCABULARY
-from worker.tiny_model import CHAT_TEMPLATE, SPECIAL
+from worker.tiny_model import CHAT_TEMPLATE, SPECIAL, zimage_pipeline, zimage_vae
 
 MARKER = "zfarm-full-random.json"
 
@@ -66,30 +66,10 @@ def build_full_pipeline(device: str, dtype: torch.dtype = torch.bfloat16) -> ZIm
                     tie_word_embeddings=True,
                 )
             )
-            vae = AutoencoderKL(
-                in_channels=3,
-                out_channels=3,
-                latent_channels=16,
-                norm_num_groups=32,
-                sample_size=1024,
-                scaling_factor=0.3611,
-                shift_factor=0.1159,
-                use_quant_conv=False,
-                use_post_quant_conv=False,
-                block_out_channels=[128, 256, 512, 512],
-                down_block_types=["DownEncoderBlock2D"] * 4,
-                up_block_types=["UpDecoderBlock2D"] * 4,
-                layers_per_block=2,
-            )
+            vae = zimage_vae(block_out_channels=[128, 256, 512, 512], layers_per_block=2)
     finally:
         torch.set_default_dtype(previous)
-    pipe = ZImagePipeline(
-        scheduler=FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=3.0),
-        vae=vae,
-        text_encoder=text_encoder.to(dtype),
-        tokenizer=build_tokenizer(),
-        transformer=transformer.to(dtype),
-    )
+    pipe = zimage_pipeline(transformer.to(dtype), text_encoder.to(dtype), vae, build_tokenizer())
     return pipe
 
 

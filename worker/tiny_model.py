@@ -34,6 +34,42 @@ def build_tokenizer() -> PreTrainedTokenizerFast:
     return fast
 
 
+def zimage_vae(block_out_channels: list[int], layers_per_block: int) -> AutoencoderKL:
+    """Z-Image's Flux-style VAE: 16 latent channels, 4 blocks (downsampling by 8) and the checkpoint's scaling
+    and shift. The tiny and the full-size builds share it and differ only in width and depth."""
+    return AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        latent_channels=16,
+        norm_num_groups=32,
+        sample_size=1024,
+        scaling_factor=0.3611,
+        shift_factor=0.1159,
+        use_quant_conv=False,
+        use_post_quant_conv=False,
+        block_out_channels=block_out_channels,
+        down_block_types=["DownEncoderBlock2D"] * 4,
+        up_block_types=["UpDecoderBlock2D"] * 4,
+        layers_per_block=layers_per_block,
+    )
+
+
+def zimage_pipeline(
+    transformer: ZImageTransformer2DModel,
+    text_encoder: Qwen3Model,
+    vae: AutoencoderKL,
+    tokenizer: PreTrainedTokenizerFast,
+) -> ZImagePipeline:
+    """Assembles the pipeline with Turbo's scheduler (flow matching, shift 3)."""
+    return ZImagePipeline(
+        scheduler=FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=3.0),
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        transformer=transformer,
+    )
+
+
 def build_tiny_pipeline(seed: int = 0) -> ZImagePipeline:
     torch.manual_seed(seed)
     transformer = ZImageTransformer2DModel(
@@ -61,28 +97,8 @@ def build_tiny_pipeline(seed: int = 0) -> ZImagePipeline:
             max_position_embeddings=1024,
         )
     )
-    vae = AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
-        latent_channels=16,
-        norm_num_groups=32,
-        sample_size=1024,
-        scaling_factor=0.3611,
-        shift_factor=0.1159,
-        use_quant_conv=False,
-        use_post_quant_conv=False,
-        block_out_channels=[32, 32, 32, 32],
-        down_block_types=["DownEncoderBlock2D"] * 4,
-        up_block_types=["UpDecoderBlock2D"] * 4,
-        layers_per_block=1,
-    )
-    return ZImagePipeline(
-        scheduler=FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=3.0),
-        vae=vae,
-        text_encoder=text_encoder,
-        tokenizer=build_tokenizer(),
-        transformer=transformer,
-    )
+    vae = zimage_vae(block_out_channels=[32, 32, 32, 32], layers_per_block=1)
+    return zimage_pipeline(transformer, text_encoder, vae, build_tokenizer())
 
 
 def _is_complete(directory: Path) -> bool:
