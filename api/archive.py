@@ -37,9 +37,8 @@ def archive_chunks(jobs: Iterable[Job], storage: Storage, image_url: ImageUrl) -
             names = namer.names(job, missing)
             writer.writerows(manifest_lines(job, names, image_url))
             for image in job.images:
-                if image.index not in names:
+                if (name := names.get((image.index, image.rendition))) is None:
                     continue
-                name = names[image.index]
                 path = storage.path(image.storage_key)
                 if path is not None:
                     zs.add_path(str(path), name)

@@ -87,6 +87,7 @@ def accept_batch(
         key_column=opts.key_column,
         defaults=opts.defaults.parameters() or None,
         preset=rules.preset,
+        renditions=[r.model_dump() for r in opts.renditions] or None,
         seed=opts.seed,
         dedup=opts.dedup,
         source=intake.catalog.source,
@@ -135,6 +136,7 @@ def _row_rules(session: Session, settings: FarmSettings, principal: Principal, o
     if saved is not None and saved.negative_prompt:
         base["negative_prompt"] = saved.negative_prompt
     base.update(opts.defaults.parameters())
+    base["renditions"] = [r.model_dump() for r in opts.renditions]
     return RowRules(
         template=template,
         key_column=opts.key_column,
@@ -169,6 +171,7 @@ def _rows(
             "row_number": spec.row,
             "lane": Lane.BULK,
             "content_hash": digest,
+            "renditions": spec.params.get("renditions") or None,
             "started_at": None,
             "finished_at": None,
             "gpu_seconds": None,

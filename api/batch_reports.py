@@ -9,7 +9,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from models import Batch, Image, Job, JobStatus
-from models.jobs import FINAL_STATUSES
+from models.jobs import FINAL_STATUSES, MASTER
 
 PAGE = 500
 
@@ -41,7 +41,11 @@ def batch_stats(s: Session, batch_id: str) -> BatchStats:
     counts = {str(status): 0 for status in JobStatus}
     for status, n in s.execute(select(Job.status, func.count()).where(Job.batch_id == batch_id).group_by(Job.status)):
         counts[status] = n
-    images = s.scalar(select(func.count(Image.id)).join(Job, Image.job_id == Job.id).where(Job.batch_id == batch_id))
+    images = s.scalar(
+        select(func.count(Image.id))
+        .join(Job, Image.job_id == Job.id)
+        .where(Job.batch_id == batch_id, Image.rendition == MASTER)
+    )
     gpu, first_start, last_end, rendered = s.execute(
         select(
             func.sum(Job.gpu_seconds), func.min(Job.started_at), func.max(Job.finished_at), func.count(Job.id)

@@ -5,9 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from api.schemas import MAX_PROMPT_CHARS, MAX_SEED
+from api.schemas import MAX_PROMPT_CHARS, MAX_RENDITIONS, MAX_SEED, Rendition, unique_rendition_names
 from zfarm.presets import PRESET_NAME, ParameterSet, Preset
 
 CellValue = str | int | float | bool | None
@@ -32,6 +32,17 @@ class BatchOptions(BaseModel):
     )
     dedup: bool = Field(True, description="reuse images of succeeded jobs with the same content hash")
     truncate_prompt: bool = False
+    renditions: list[Rendition] = Field(
+        default_factory=list,
+        max_length=MAX_RENDITIONS,
+        description="extra outputs for every image of the batch (e.g. a 512x512 WebP thumbnail); in an upload, "
+        "a JSON list",
+    )
+
+    @field_validator("renditions")
+    @classmethod
+    def _unique_renditions(cls, value: list[Rendition]) -> list[Rendition]:
+        return unique_rendition_names(value)
 
     @model_validator(mode="after")
     def _one_template(self) -> BatchOptions:
@@ -68,6 +79,7 @@ class BatchOut(BaseModel):
     key_column: str
     preset: str | None
     defaults: dict[str, object] | None
+    renditions: list[dict[str, object]] = Field(description="made for every image of the batch")
     seed: int
     dedup: bool
     source: str

@@ -19,7 +19,7 @@ from api.catalog_files import Catalog, CatalogRow
 from api.job_identity import derive_seed
 from api.prompt_template import Template
 from api.refusals import Problems, refuse
-from api.schemas import JobCreate
+from api.schemas import JobCreate, rendition_problems
 from zfarm.presets import Preset
 from zfarm.token_window import MAX_TOKENS, chat_wrapped
 
@@ -136,6 +136,11 @@ def _build_row(row: CatalogRow, rules: RowRules, problems: Problems) -> JobSpec 
             value=job.width * job.height,
             **where,
         )
+        return None
+    too_large = rendition_problems(job.width, job.height, job.renditions)
+    for field, value, rule in too_large:
+        problems.add(rule, field=field, value=value, **where)
+    if too_large:
         return None
     return JobSpec(row.number, row.line, key, job.model_dump(exclude={"dedup"}))
 

@@ -34,7 +34,7 @@ def find_reusable(session: Session, hashes: Iterable[str], tenant: str | None, m
             Job.tenant.is_(None) if tenant is None else Job.tenant == tenant,
         )
         for job in session.scalars(query):
-            if len(job.images) == job.num_images:
+            if len(job.masters) == job.num_images:
                 found.setdefault(job.content_hash or "", job)
     return found
 
@@ -51,6 +51,7 @@ def copied_images(original: Job, job_id: str) -> list[dict[str, Any]]:
         {
             "job_id": job_id,
             "index": im.index,
+            "rendition": im.rendition,
             "seed": im.seed,
             "width": im.width,
             "height": im.height,

@@ -22,10 +22,11 @@ def normalized_parameters(params: Mapping[str, Any]) -> dict[str, Any]:
 
     Defaults and presets are already applied by the caller, so `{}` and `{"width": 1024}` hash the same.
     The prompt is kept as sent: the text encoder sees every character, so whitespace changes the image.
-    PNG ignores `quality`, so it is left out for PNG.
+    PNG ignores `quality`, so it is left out for PNG. Renditions are part of what a job delivers, so they
+    count; a job without any hashes as it did before renditions existed.
     """
     fmt = params["output_format"]
-    return {
+    out = {
         "prompt": params["prompt"],
         "negative_prompt": params.get("negative_prompt") or None,
         "width": int(params["width"]),
@@ -37,6 +38,21 @@ def normalized_parameters(params: Mapping[str, Any]) -> dict[str, Any]:
         "output_format": fmt,
         "quality": None if fmt == "png" else int(params["quality"]),
         "truncate_prompt": bool(params.get("truncate_prompt", False)),
+    }
+    if renditions := params.get("renditions"):
+        out["renditions"] = [_rendition(r) for r in renditions]
+    return out
+
+
+def _rendition(spec: Mapping[str, Any]) -> dict[str, Any]:
+    fmt = spec["format"]
+    return {
+        "name": spec["name"],
+        "width": int(spec["width"]),
+        "height": int(spec["height"]),
+        "format": fmt,
+        "quality": None if fmt == "png" else int(spec["quality"]),
+        "fit": spec.get("fit", "cover"),
     }
 
 

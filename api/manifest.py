@@ -27,6 +27,7 @@ COLUMNS = [
     "reused_from",
     "job_id",
     "image_index",
+    "rendition",
     "worker",
     "model",
     "model_revision",
@@ -38,7 +39,8 @@ COLUMNS = [
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 EXT = {"png": "png", "webp": "webp", "jpeg": "jpg"}
 TEST_MODEL = "tiny"
-ImageUrl = Callable[[str, int], str]
+ImageUrl = Callable[[str, int, str], str]  # (job id, image index, rendition name or "")
+ImageId = tuple[int, str]  # (index, rendition): one stored file of a job
 
 
 def safe_cell(value: Any) -> str:
@@ -47,26 +49,31 @@ def safe_cell(value: Any) -> str:
 
 
 class FileNamer:
-    """Archive names from keys: `KEY.png`, or `KEY_0.png`, `KEY_1.png` for several images per job."""
+    """Archive names from keys: `KEY.png`, or `KEY_0.png`, `KEY_1.png` for several images per job.
+
+    Renditions go in a folder named for the rendition, under the same name: `thumb/KEY.webp`. A team
+    uploading one size to a marketplace takes one folder; keys cannot hold '/', so no folder collides.
+    """
 
     def __init__(self) -> None:
         self.used: set[str] = set()
 
-    def names(self, job: Job, missing: set[str] | frozenset[str] = frozenset()) -> dict[int, str]:
-        """File names of the job's images by index; images whose bytes are missing get none."""
-        return {im.index: self._name(job, im) for im in job.images if im.storage_key not in missing}
+    def names(self, job: Job, missing: set[str] | frozenset[str] = frozenset()) -> dict[ImageId, str]:
+        """File names of the job's files by (index, rendition); files whose bytes are missing get none."""
+        return {(im.index, im.rendition): self._name(job, im) for im in job.images if im.storage_key not in missing}
 
     def _name(self, job: Job, image: Image) -> str:
         stem = job.item_key or job.id
         base = stem if job.num_images == 1 else f"{stem}_{image.index}"
-        name = f"{base}.{EXT[image.format]}"
+        folder = f"{image.rendition}/" if image.rendition else ""
+        name = f"{folder}{base}.{EXT[image.format]}"
         if name in self.used:  # 'A_1' with one image and 'A' with two would both give A_1.png
-            name = f"{base}-{job.id[:8]}.{EXT[image.format]}"
+            name = f"{folder}{base}-{job.id[:8]}.{EXT[image.format]}"
         self.used.add(name)
         return name
 
 
-def manifest_lines(job: Job, names: dict[int, str], image_url: ImageUrl) -> list[list[str]]:
+def manifest_lines(job: Job, names: dict[ImageId, str], image_url: ImageUrl) -> list[list[str]]:
     """The manifest lines of one job; an image without a name in `names` has lost its bytes."""
     common = {
         "key": job.item_key,
@@ -89,18 +96,20 @@ def manifest_lines(job: Job, names: dict[int, str], image_url: ImageUrl) -> list
         return [[safe_cell({**common, "seed": job.seed, "format": job.output_format}.get(c)) for c in COLUMNS]]
     lines = []
     for image in job.images:
-        gone = image.index not in names
+        which = (image.index, image.rendition)
+        gone = which not in names
         line = {
             **common,
-            "file": names.get(image.index, ""),
+            "file": names.get(which, ""),
             "seed": image.seed,
             "width": image.width,
             "height": image.height,
             "format": image.format,
-            "url": image_url(job.id, image.index),
+            "url": image_url(job.id, image.index, image.rendition),
             "sha256": image.sha256,
             "bytes": image.bytes,
             "image_index": image.index,
+            "rendition": image.rendition,
             "error": "image bytes missing from storage" if gone else job.error,
         }
         lines.append([safe_cell(line.get(c)) for c in COLUMNS])

@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from models import DeliveryState, Image, Job, JobStatus, WebhookDelivery, Worker, WorkerState
 from models.base import utcnow
+from models.jobs import MASTER
 
 log = logging.getLogger(__name__)
 LATENCY_BUCKETS = (0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
@@ -69,9 +70,15 @@ class FarmCollector(Collector):
         for status in JobStatus:
             jobs.add_metric([status.value], counts.get(status.value, 0))
         yield jobs
+        by_kind = dict(
+            s.execute(select(Image.rendition == MASTER, func.count()).group_by(Image.rendition == MASTER)).all()
+        )
         images = CounterMetricFamily("zfarm_images_rendered", "Images rendered and stored.")
-        images.add_metric([], s.scalar(select(func.count()).select_from(Image)) or 0)
+        images.add_metric([], by_kind.get(True, 0))
         yield images
+        renditions = CounterMetricFamily("zfarm_renditions_made", "Renditions made on workers from rendered images.")
+        renditions.add_metric([], by_kind.get(False, 0))
+        yield renditions
         dialect = s.get_bind().dialect.name
         succeeded = Job.status == JobStatus.SUCCEEDED
         yield self._histogram(

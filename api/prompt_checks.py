@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import HTTPException
 
-from api.schemas import JobCreate
+from api.schemas import JobCreate, rendition_problems
 from zfarm.settings import FarmSettings
 from zfarm.token_window import MAX_TOKENS, count_tokens, load_tokenizer
 
@@ -19,6 +19,8 @@ def check_job(body: JobCreate, settings: FarmSettings) -> None:
     pixels = body.width * body.height
     if pixels > settings.max_pixels:
         raise refuse("width*height", pixels, f"must be at most {settings.max_pixels} pixels on this farm")
+    if problems := rendition_problems(body.width, body.height, body.renditions):
+        raise HTTPException(422, detail=[refuse(*p).detail[0] for p in problems])
     tokenizer = load_tokenizer(settings.model, settings.model_revision)
     if tokenizer is None or body.truncate_prompt:
         return  # no tokenizer on this host: the worker counts before rendering and refuses there

@@ -5,11 +5,55 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_validator
+from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_validator, model_validator
 
 MAX_SEED = 2**63 - 1
 MAX_PROMPT_CHARS = 4000
+MAX_RENDITIONS = 4
+RENDITION_NAME = r"^[a-z0-9][a-z0-9_-]{0,31}$"
 OutputFormat = Literal["png", "webp", "jpeg"]
+
+
+class Rendition(BaseModel):
+    """An extra output made on the worker's CPU from the rendered image: downscaled, cropped or padded, encoded."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = Field(
+        None, pattern=RENDITION_NAME, description="names its files and URL; default WIDTHxHEIGHT, e.g. 512x512"
+    )
+    width: int = Field(ge=16, le=2048, description="at most the job's width: renditions only downscale")
+    height: int = Field(ge=16, le=2048, description="at most the job's height: renditions only downscale")
+    format: OutputFormat = "webp"
+    quality: int = Field(85, ge=1, le=100, description="WebP and JPEG quality; PNG ignores it")
+    fit: Literal["cover", "contain"] = Field(
+        "cover",
+        description="when the aspect ratio differs: cover crops the centre to fill, contain pads with white",
+    )
+
+    @model_validator(mode="after")
+    def _default_name(self) -> Rendition:
+        if self.name is None:
+            self.name = f"{self.width}x{self.height}"
+        return self
+
+
+def rendition_problems(width: int, height: int, renditions: list[Rendition]) -> list[tuple[str, int, str]]:
+    """(field, value, rule) for each rendition larger than the render it is made from."""
+    problems = []
+    for i, r in enumerate(renditions):
+        for side, size, limit in (("width", r.width, width), ("height", r.height, height)):
+            if size > limit:
+                rule = f"must be at most the job's {side} {limit}: renditions are downscaled from the render"
+                problems.append((f"renditions.{i}.{side}", size, rule))
+    return problems
+
+
+def unique_rendition_names(renditions: list[Rendition]) -> list[Rendition]:
+    names = [r.name or "" for r in renditions]
+    if repeated := sorted({n for n in names if names.count(n) > 1}):
+        raise ValueError(f"rendition names must be unique within a job; repeated: {', '.join(repeated)}")
+    return renditions
 
 
 class JobCreate(BaseModel):
@@ -36,6 +80,17 @@ class JobCreate(BaseModel):
     callback_url: HttpUrl | None = Field(
         None, max_length=2000, description="http(s) URL that receives a signed JSON POST when the job ends"
     )
+    renditions: list[Rendition] = Field(
+        default_factory=list,
+        max_length=MAX_RENDITIONS,
+        description="extra outputs per image made on the worker's CPU from the same render, "
+        "e.g. a 512x512 WebP thumbnail beside a 1024x1024 PNG master",
+    )
+
+    @field_validator("renditions")
+    @classmethod
+    def _unique_renditions(cls, value: list[Rendition]) -> list[Rendition]:
+        return unique_rendition_names(value)
 
     @field_validator("prompt")
     @classmethod
@@ -43,6 +98,16 @@ class JobCreate(BaseModel):
         if not value.strip():
             raise ValueError("must contain non-whitespace text")
         return value
+
+
+class RenditionOut(BaseModel):
+    name: str
+    width: int
+    height: int
+    format: str
+    sha256: str
+    bytes: int
+    url: str
 
 
 class ImageOut(BaseModel):
@@ -54,6 +119,7 @@ class ImageOut(BaseModel):
     sha256: str
     bytes: int
     url: str
+    renditions: list[RenditionOut] = Field(default_factory=list, description="made from this image, as asked")
 
 
 class JobProgress(BaseModel):

@@ -24,6 +24,7 @@ class Batch(Base):
     key_column: Mapped[str] = mapped_column(String(100))
     defaults: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
     preset: Mapped[str | None] = mapped_column(String(64), default=None)
+    renditions: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON, default=None)  # made for every job
     seed: Mapped[int] = mapped_column(BigInteger)
     dedup: Mapped[bool] = mapped_column(default=True)
     source: Mapped[str] = mapped_column(String(16))  # json, csv or jsonl

@@ -56,6 +56,8 @@ class Job(Base):
     output_format: Mapped[str] = mapped_column(String(8), default="png")
     quality: Mapped[int] = mapped_column(Integer, default=95)
     truncate_prompt: Mapped[bool] = mapped_column(default=False, server_default=false())
+    # Extra outputs made on the worker's CPU from each rendered image (api.schemas.Rendition, as dicts).
+    renditions: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON, default=None)
 
     # catalog campaigns: which batch and row, how it is queued, and what makes it the same as another job
     batch_id: Mapped[str | None] = mapped_column(ForeignKey("batches.id"), default=None)
@@ -92,25 +94,43 @@ class Job(Base):
     model_revision: Mapped[str | None] = mapped_column(String(100), default=None)
     versions: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
 
+    # Every stored file; `masters` and `renditions_of` tell the rendered images from what was made of them.
     images: Mapped[list[Image]] = relationship(
-        back_populates="job", order_by="Image.index", cascade="all, delete-orphan", lazy="selectin"
+        back_populates="job",
+        order_by="[Image.index, Image.rendition]",
+        cascade="all, delete-orphan",
+        lazy="selectin",
     )
     webhook: Mapped[WebhookDelivery | None] = relationship(
         back_populates="job", cascade="all, delete-orphan", lazy="selectin"
     )
+
+    @property
+    def masters(self) -> list[Image]:
+        return [im for im in self.images if im.rendition == MASTER]
+
+    def renditions_of(self, index: int) -> list[Image]:
+        return [im for im in self.images if im.index == index and im.rendition != MASTER]
 
     def image_seed(self, index: int) -> int:
         # Per-image seeds are consecutive from the job seed, wrapping inside the accepted range.
         return (self.seed + index) % (2**63)
 
 
+MASTER = ""  # Image.rendition of the rendered image itself; renditions carry their name
+
+
 class Image(Base):
+    """One stored file: a rendered image (rendition "") or a rendition made from it."""
+
     __tablename__ = "images"
-    __table_args__ = (UniqueConstraint("job_id", "index", name="uq_images_job_id_index"),)
+    __table_args__ = (UniqueConstraint("job_id", "index", "rendition", name="uq_images_job_id_index_rendition"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
     index: Mapped[int] = mapped_column(Integer)
+    # "" rather than NULL: a unique constraint treats NULLs as distinct, so two masters could slip in.
+    rendition: Mapped[str] = mapped_column(String(32), default=MASTER, server_default=MASTER)
     seed: Mapped[int] = mapped_column(BigInteger)
     width: Mapped[int] = mapped_column(Integer)
     height: Mapped[int] = mapped_column(Integer)

@@ -61,3 +61,19 @@ def test_migrate_builds_the_database(tmp_path, monkeypatch: pytest.MonkeyPatch) 
         get_settings.cache_clear()
     assert result.exit_code == 0, result.output
     assert (tmp_path / "zfarm.db").is_file()
+
+
+def test_rendition_option_reads_name_size_format_quality_and_fit() -> None:
+    import click
+
+    from zfarm.cli_client import parse_renditions
+
+    assert parse_renditions(()) is None
+    assert parse_renditions(("thumb=512x512:webp:85", "256x128:contain", "big=1024x1024:jpeg")) == [
+        {"name": "thumb", "width": 512, "height": 512, "format": "webp", "quality": 85},
+        {"width": 256, "height": 128, "fit": "contain"},
+        {"name": "big", "width": 1024, "height": 1024, "format": "jpeg"},
+    ]
+    for bad in ("512", "thumb=512x512:gif", "Thumb=1x1"):
+        with pytest.raises(click.BadParameter, match="--rendition|expected|not a format"):
+            parse_renditions((bad,))

@@ -26,6 +26,7 @@ from worker.images import encode_image
 from worker.progress import report_progress
 from worker.recovery import render_many_with_recovery
 from worker.render import RenderCanceled, RenderError, RenderRequest, StepCallback
+from worker.renditions import make_rendition
 from worker.runtime import Runtime
 from zfarm.storage import Storage, image_key
 from zfarm.token_window import MAX_TOKENS
@@ -214,6 +215,7 @@ def claim_job(job_id: str, ctx: JobContext) -> RenderRequest | str:
                 "format": job.output_format,
                 "quality": job.quality,
                 "truncate_prompt": job.truncate_prompt,
+                "renditions": job.renditions or [],
                 "attempt": job.attempts + 1,
             },
         )
@@ -282,24 +284,34 @@ def store_results(
     job_id: str, ctx: JobContext, req: RenderRequest, images: list, gpu_seconds: float, notes: list[str]
 ) -> None:
     fmt, quality = str(req.extra["format"]), int(req.extra["quality"])  # type: ignore[arg-type]
+    specs: list[dict[str, Any]] = req.extra.get("renditions") or []  # type: ignore[assignment]
     rows = []
     for index, (image, seed) in enumerate(zip(images, req.seeds, strict=True)):
-        encoded = encode_image(image, fmt, quality, generation_parameters(req, seed, ctx))
-        key = image_key(job_id, index, fmt)
-        ctx.storage.put(key, encoded.data)
-        rows.append(
-            Image(
-                job_id=job_id,
-                index=index,
-                seed=seed,
-                width=image.width,
-                height=image.height,
-                format=fmt,
-                sha256=encoded.sha256,
-                bytes=len(encoded.data),
-                storage_key=key,
+        params = generation_parameters(req, seed, ctx)
+        outputs = [("", image, fmt, quality, params)]
+        for spec in specs:
+            # Made here, on the CPU, from the same render: the GPU is already rendering the next job.
+            made = make_rendition(image, spec)
+            described = {**params, "rendition": spec["name"], "rendition_fit": spec.get("fit", "cover")}
+            outputs.append((spec["name"], made, spec["format"], int(spec["quality"]), described))
+        for name, picture, out_fmt, out_quality, meta in outputs:
+            encoded = encode_image(picture, out_fmt, out_quality, meta)
+            key = image_key(job_id, index, out_fmt, name)
+            ctx.storage.put(key, encoded.data)
+            rows.append(
+                Image(
+                    job_id=job_id,
+                    index=index,
+                    rendition=name,
+                    seed=seed,
+                    width=picture.width,
+                    height=picture.height,
+                    format=out_fmt,
+                    sha256=encoded.sha256,
+                    bytes=len(encoded.data),
+                    storage_key=key,
+                )
             )
-        )
     with transaction(ctx.sessions) as s:
         # A rerun replaces the rows of an earlier attempt: one set of images per job, never two.
         s.execute(delete(Image).where(Image.job_id == job_id))

@@ -63,8 +63,20 @@ def job_payload(job: Job, base_url: str) -> dict[str, Any]:
                 "sha256": im.sha256,
                 "bytes": im.bytes,
                 "url": f"{base_url}/v1/jobs/{job.id}/images/{im.index}",
+                "renditions": [
+                    {
+                        "name": r.rendition,
+                        "width": r.width,
+                        "height": r.height,
+                        "format": r.format,
+                        "sha256": r.sha256,
+                        "bytes": r.bytes,
+                        "url": f"{base_url}/v1/jobs/{job.id}/images/{im.index}/renditions/{r.rendition}",
+                    }
+                    for r in job.renditions_of(im.index)
+                ],
             }
-            for im in job.images
+            for im in job.masters
         ],
     }
 

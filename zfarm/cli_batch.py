@@ -9,7 +9,7 @@ from typing import Any
 import click
 from tqdm import tqdm
 
-from zfarm.cli_client import _client, key_option, url_option
+from zfarm.cli_client import RENDITION_HELP, _client, key_option, parse_renditions, url_option
 from zfarm.client import Client, ZfarmError
 
 
@@ -57,6 +57,7 @@ def summary(batch: dict[str, Any]) -> str:
 @click.option("--set", "settings", multiple=True, help="A default for every row, NAME=VALUE (repeatable).")
 @click.option("--format", "file_format", type=click.Choice(["csv", "jsonl"]), default=None)
 @click.option("--no-dedup", is_flag=True, help="Render every row, even those with finished identical images.")
+@click.option("--rendition", "renditions", multiple=True, help=RENDITION_HELP)
 @click.option("--idempotency-key", default=None, help="Send it again safely: a repeat returns the same batch.")
 @click.option("--wait/--no-wait", default=False, help="Follow the batch with a progress bar and a summary.")
 @click.option("--out", "-o", type=click.Path(path_type=Path), default=None, help="With --wait: images + manifest.")
@@ -74,6 +75,7 @@ def batch(
     settings: tuple[str, ...],
     file_format: str | None,
     no_dedup: bool,
+    renditions: tuple[str, ...],
     idempotency_key: str | None,
     wait: bool,
     out: Path | None,
@@ -97,6 +99,7 @@ def batch(
                 seed=seed,
                 defaults=defaults or None,
                 dedup=False if no_dedup else None,
+                renditions=parse_renditions(renditions),
             )
         except ZfarmError as exc:
             raise click.ClickException(str(exc)) from exc

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,43 @@ key_option = click.option("--api-key", envvar="ZFARM_API_KEY", default=None, hel
 
 def _client(url: str | None, api_key: str | None) -> Client:
     return Client(url or f"http://127.0.0.1:{os.environ.get('ZFARM_API_PORT', '8000')}", api_key=api_key)
+
+
+_RENDITION = re.compile(r"^(?:(?P<name>[a-z0-9][a-z0-9_-]{0,31})=)?(?P<w>\d+)x(?P<h>\d+)(?::(?P<rest>.*))?$")
+RENDITION_HELP = (
+    "An extra output per image made from the same render, [NAME=]WxH[:FORMAT][:QUALITY][:contain], "
+    "e.g. thumb=512x512:webp:85 (repeatable)."
+)
+
+
+HINT = "--rendition"
+
+
+def parse_renditions(specs: tuple[str, ...]) -> list[dict[str, Any]] | None:
+    """`thumb=512x512:webp:85` -> {"name": "thumb", "width": 512, ...}; the API checks the values."""
+    out = []
+    for spec in specs:
+        m = _RENDITION.match(spec.strip())
+        if m is None:
+            raise click.BadParameter(
+                f"{spec!r}: expected [NAME=]WxH[:FORMAT][:QUALITY][:contain]", param_hint="--rendition"
+            )
+        item: dict[str, Any] = {"width": int(m["w"]), "height": int(m["h"])}
+        if m["name"]:
+            item["name"] = m["name"]
+        for part in filter(None, (m["rest"] or "").split(":")):
+            if part in ("png", "webp", "jpeg"):
+                item["format"] = part
+            elif part in ("cover", "contain"):
+                item["fit"] = part
+            elif part.isdigit():
+                item["quality"] = int(part)
+            else:
+                raise click.BadParameter(
+                    f"{spec!r}: {part!r} is not a format, quality or fit", param_hint="--rendition"
+                )
+        out.append(item)
+    return out or None
 
 
 def _print_job(job: dict[str, Any]) -> None:
@@ -49,6 +87,7 @@ def wait_with_bar(client: Client, job_id: str, timeout: float | None) -> dict[st
 @click.option("--seed", type=int, default=None)
 @click.option("--num-images", "-n", type=int, default=None)
 @click.option("--format", "output_format", type=click.Choice(["png", "webp", "jpeg"]), default=None)
+@click.option("--rendition", "renditions", multiple=True, help=RENDITION_HELP)
 @click.option("--wait/--no-wait", default=False, help="Wait for the job to finish, with a progress bar.")
 @click.option("--out", "-o", type=click.Path(path_type=Path), default=None, help="With --wait: download images here.")
 @click.option("--timeout", type=float, default=None)
@@ -61,9 +100,11 @@ def submit(
     timeout: float | None,
     url: str | None,
     api_key: str | None,
+    renditions: tuple[str, ...],
     **params: Any,
 ) -> None:
     """Submit one job; prints its id (and with --wait, its final record)."""
+    params["renditions"] = parse_renditions(renditions)
     with _client(url, api_key) as client:
         try:
             job = client.submit(prompt, **params)

@@ -63,8 +63,20 @@ def _job_body(prompt: str, params: dict[str, Any]) -> dict[str, Any]:
     return {"prompt": prompt, **{k: v for k, v in params.items() if v is not None}}
 
 
-def _image_path(directory: Path, job: Job, image: dict[str, Any]) -> Path:
-    return directory / f"{job['id']}_{image['index']}.{EXT[image['format']]}"
+def _image_url(job_id: str, index: int, rendition: str | None) -> str:
+    url = f"/v1/jobs/{job_id}/images/{index}"
+    return f"{url}/renditions/{rendition}" if rendition else url
+
+
+def _job_files(directory: Path, job: Job) -> list[tuple[Path, int, str | None]]:
+    """(path, image index, rendition) of every file of a job: `ID_0.png`, and `ID_0_thumb.webp` per rendition."""
+    files = []
+    for image in job["images"]:
+        stem = f"{job['id']}_{image['index']}"
+        files.append((directory / f"{stem}.{EXT[image['format']]}", image["index"], None))
+        for r in image.get("renditions", []):
+            files.append((directory / f"{stem}_{r['name']}.{EXT[r['format']]}", image["index"], r["name"]))
+    return files
 
 
 class _NoStream(Exception):
@@ -206,19 +218,18 @@ class Client(BatchCalls):
                 _check_deadline(deadline, job_id, None)
         return None
 
-    def image_bytes(self, job_id: str, index: int = 0) -> bytes:
-        return _check(self.http.get(f"/v1/jobs/{job_id}/images/{index}")).content
+    def image_bytes(self, job_id: str, index: int = 0, rendition: str | None = None) -> bytes:
+        """One image's bytes, or those of one of its renditions by name."""
+        return _check(self.http.get(_image_url(job_id, index, rendition))).content
 
     def download(self, job_id: str, directory: str | Path) -> list[Path]:
+        """Writes the job's images and their renditions into `directory`; returns the paths."""
         out = Path(directory)
         out.mkdir(parents=True, exist_ok=True)
-        job = self.get(job_id)
-        paths = []
-        for image in job["images"]:
-            path = _image_path(out, job, image)
-            path.write_bytes(self.image_bytes(job_id, image["index"]))
-            paths.append(path)
-        return paths
+        files = _job_files(out, self.get(job_id))
+        for path, index, rendition in files:
+            path.write_bytes(self.image_bytes(job_id, index, rendition))
+        return [path for path, _, _ in files]
 
 
 class AsyncClient(AsyncBatchCalls):
@@ -311,16 +322,13 @@ class AsyncClient(AsyncBatchCalls):
                 _check_deadline(deadline, job_id, None)
         return None
 
-    async def image_bytes(self, job_id: str, index: int = 0) -> bytes:
-        return _check(await self.http.get(f"/v1/jobs/{job_id}/images/{index}")).content
+    async def image_bytes(self, job_id: str, index: int = 0, rendition: str | None = None) -> bytes:
+        return _check(await self.http.get(_image_url(job_id, index, rendition))).content
 
     async def download(self, job_id: str, directory: str | Path) -> list[Path]:
         out = Path(directory)
         out.mkdir(parents=True, exist_ok=True)
-        job = await self.get(job_id)
-        paths = []
-        for image in job["images"]:
-            path = _image_path(out, job, image)
-            path.write_bytes(await self.image_bytes(job_id, image["index"]))
-            paths.append(path)
-        return paths
+        files = _job_files(out, await self.get(job_id))
+        for path, index, rendition in files:
+            path.write_bytes(await self.image_bytes(job_id, index, rendition))
+        return [path for path, _, _ in files]

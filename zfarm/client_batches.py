@@ -35,7 +35,7 @@ def idempotency(key: str | None) -> dict[str, str]:
 
 def upload_parts(path: Path, file_format: str | None, options: dict[str, Any]) -> tuple[dict, dict[str, str]]:
     form = {
-        k: json.dumps(v) if k == "defaults" else str(v).lower() if isinstance(v, bool) else str(v)
+        k: json.dumps(v) if k in ("defaults", "renditions") else str(v).lower() if isinstance(v, bool) else str(v)
         for k, v in options.items()
     }
     if file_format:

@@ -11,14 +11,20 @@ from typing import BinaryIO, Protocol
 _KEY = re.compile(r"^[a-z0-9][a-z0-9/_.-]*$")
 
 
-def image_key(job_id: str, index: int, fmt: str) -> str:
-    """The one place keys are made: a rerun of the same job writes the same key (overwrite, never duplicate)."""
+def image_key(job_id: str, index: int, fmt: str, rendition: str = "") -> str:
+    """The one place keys are made: a rerun of the same job writes the same key (overwrite, never duplicate).
+
+    `rendition` is "" for the rendered image and a rendition's validated name otherwise: `0.png`, `0-thumb.webp`.
+    """
     if not re.fullmatch(r"[0-9a-f]{32}", job_id):
         raise ValueError(f"job_id must be 32 lowercase hex characters (got {job_id!r})")
     if index < 0:
         raise ValueError(f"index must be >= 0 (got {index})")
+    if rendition and not re.fullmatch(r"[a-z0-9][a-z0-9_-]{0,31}", rendition):
+        raise ValueError(f"rendition must be a rendition name (got {rendition!r})")
     ext = {"png": "png", "webp": "webp", "jpeg": "jpg"}[fmt]
-    return f"jobs/{job_id[:2]}/{job_id}/{index}.{ext}"
+    stem = f"{index}-{rendition}" if rendition else str(index)
+    return f"jobs/{job_id[:2]}/{job_id}/{stem}.{ext}"
 
 
 class Storage(Protocol):

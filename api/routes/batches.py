@@ -28,6 +28,7 @@ from zfarm.settings import FarmSettings
 
 router = APIRouter(prefix="/v1/batches", tags=["batches"])
 _FORM_FIELDS = set(BatchOptions.model_fields) | {"file", "file_format"}
+_JSON_FIELDS = {"defaults": "a JSON object", "renditions": "a JSON list"}  # form fields that carry JSON
 _UPLOAD_SCHEMA = {
     "type": "object",
     "required": ["file"],
@@ -35,7 +36,8 @@ _UPLOAD_SCHEMA = {
         "file": {"type": "string", "format": "binary", "description": "CSV (header row) or JSONL, UTF-8"},
         "file_format": {"type": "string", "enum": ["csv", "jsonl"], "description": "default: from the file name"},
         "defaults": {"type": "string", "description": 'JSON object, e.g. {"width": 768}'},
-        **{name: {"type": "string"} for name in BatchOptions.model_fields if name not in ("defaults",)},
+        "renditions": {"type": "string", "description": 'JSON list, e.g. [{"width": 512, "height": 512}]'},
+        **{name: {"type": "string"} for name in BatchOptions.model_fields if name not in _JSON_FIELDS},
     },
 }
 
@@ -127,11 +129,13 @@ async def _upload(request: Request) -> tuple[BatchOptions, bytes, str]:
     if not isinstance(upload, UploadFile):
         raise refuse("send the catalog as a file part named 'file'", field="file").to_http()
     fields: dict[str, Any] = {k: v for k, v in form.items() if k in BatchOptions.model_fields and isinstance(v, str)}
-    if "defaults" in fields:
+    for name, shape in _JSON_FIELDS.items():
+        if name not in fields:
+            continue
         try:
-            fields["defaults"] = json.loads(fields["defaults"])
+            fields[name] = json.loads(fields[name])
         except ValueError as exc:
-            raise refuse(f"must be a JSON object: {exc}", field="defaults", value=fields["defaults"]).to_http() from exc
+            raise refuse(f"must be {shape}: {exc}", field=name, value=fields[name]).to_http() from exc
     try:
         options = BatchOptions.model_validate(fields)
     except ValidationError as exc:
@@ -185,6 +189,7 @@ def batch_out(session: SessionDep, batch: Batch, request: Request) -> BatchOut:
         key_column=batch.key_column,
         preset=batch.preset,
         defaults=batch.defaults,
+        renditions=batch.renditions or [],
         seed=batch.seed,
         dedup=batch.dedup,
         source=batch.source,
@@ -256,8 +261,13 @@ def get_batch_archive(
 
 def _image_url(request: Request):  # type: ignore[no-untyped-def]
     base = str(request.base_url).rstrip("/")
-    # url_for per image is slow for 10,000 lines; the path shape is the route's own.
-    return lambda job_id, index: f"{base}/v1/jobs/{job_id}/images/{index}"
+
+    # url_for per image is slow for 10,000 lines; the path shapes are the routes' own.
+    def image_url(job_id: str, index: int, rendition: str = "") -> str:
+        url = f"{base}/v1/jobs/{job_id}/images/{index}"
+        return f"{url}/renditions/{rendition}" if rendition else url
+
+    return image_url
 
 
 @router.post("/{batch_id}/retry-failed", response_model=RetryOut)

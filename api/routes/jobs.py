@@ -17,7 +17,16 @@ from api.job_identity import content_hash
 from api.progress import job_progress
 from api.prompt_checks import check_job, refuse
 from api.refusals import Refusal
-from api.schemas import MAX_SEED, ImageOut, JobCreate, JobList, JobOut, WebhookOut
+from api.schemas import (
+    MAX_SEED,
+    RENDITION_NAME,
+    ImageOut,
+    JobCreate,
+    JobList,
+    JobOut,
+    RenditionOut,
+    WebhookOut,
+)
 from api.webhook_sweep import send_now
 from models import Image, Job, JobStatus, Lane, WebhookDelivery
 from models.base import utcnow
@@ -44,6 +53,7 @@ def job_out(job: Job, request: Request) -> JobOut:
             "num_images": job.num_images,
             "output_format": job.output_format,
             "quality": job.quality,
+            "renditions": job.renditions or [],
         },
         seeds=[job.image_seed(i) for i in range(job.num_images)],
         created_at=job.created_at,
@@ -75,8 +85,20 @@ def job_out(job: Job, request: Request) -> JobOut:
                 sha256=im.sha256,
                 bytes=im.bytes,
                 url=str(request.url_for("get_job_image", job_id=job.id, index=im.index)),
+                renditions=[
+                    RenditionOut(
+                        name=r.rendition,
+                        width=r.width,
+                        height=r.height,
+                        format=r.format,
+                        sha256=r.sha256,
+                        bytes=r.bytes,
+                        url=str(request.url_for("get_job_rendition", job_id=job.id, index=im.index, name=r.rendition)),
+                    )
+                    for r in job.renditions_of(im.index)
+                ],
             )
-            for im in job.images
+            for im in job.masters
         ],
         lane=job.lane,
         batch_id=job.batch_id,
@@ -132,6 +154,7 @@ def create_job(
         num_images=body.num_images,
         output_format=body.output_format,
         quality=body.quality,
+        renditions=[r.model_dump() for r in body.renditions] or None,
         status=JobStatus.QUEUED,
         attempts=0,
         cancel_requested=False,
@@ -178,6 +201,7 @@ def _replayed_job(session: SessionDep, key: str, body: JobCreate) -> Job | None:
     if job is None:
         return None
     asked = body.model_dump(exclude={"dedup", "seed", "callback_url"}, exclude_unset=False)
+    asked["renditions"] = asked["renditions"] or None
     stored = {name: getattr(job, name) for name in asked}
     callback = (str(body.callback_url) if body.callback_url else None, job.webhook.url if job.webhook else None)
     if asked != stored or (body.seed is not None and body.seed != job.seed) or callback[0] != callback[1]:
@@ -236,11 +260,39 @@ def get_job_image(
     principal: PrincipalDep,
 ) -> Response:
     job = _get_job(session, job_id, principal)
-    image = next((im for im in job.images if im.index == index), None)
+    image = next((im for im in job.masters if im.index == index), None)
     if image is None:
         raise HTTPException(
-            404, detail=f"job {job_id} has no image {index} (status {job.status}, {len(job.images)} image(s))"
+            404, detail=f"job {job_id} has no image {index} (status {job.status}, {len(job.masters)} image(s))"
         )
+    return _image_response(image, storage)
+
+
+@router.get(
+    "/{job_id}/images/{index}/renditions/{name}",
+    name="get_job_rendition",
+    response_class=Response,
+    responses={200: {"content": {m: {} for m in MEDIA_TYPES.values()}}},
+)
+def get_job_rendition(
+    job_id: str,
+    index: Annotated[int, FPath(ge=0, le=7)],
+    name: Annotated[str, FPath(pattern=RENDITION_NAME)],
+    session: SessionDep,
+    storage: StorageDep,
+    principal: PrincipalDep,
+) -> Response:
+    job = _get_job(session, job_id, principal)
+    image = next((r for r in job.renditions_of(index) if r.rendition == name), None)
+    if image is None:
+        made = ", ".join(sorted({r.rendition for r in job.images if r.rendition})) or "none"
+        raise HTTPException(
+            404, detail=f"job {job_id} has no rendition {name!r} of image {index} (status {job.status}; made: {made})"
+        )
+    return _image_response(image, storage)
+
+
+def _image_response(image: Image, storage: StorageDep) -> Response:
     path = storage.path(image.storage_key)
     headers = {"ETag": f'"{image.sha256}"', "X-Image-Seed": str(image.seed)}
     if path is not None:

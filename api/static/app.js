@@ -223,10 +223,17 @@ function showDetail(job, index = 0) {
       : "",
     image ? img(image.url, `job ${short(job.id)} image ${image.index}`, "large") : el("p", {}, "No image."),
     el("table", { class: "table kv" }, rows.map(([k, v]) => el("tr", {}, el("th", {}, k), el("td", {}, v)))),
-    el("div", { class: "row" }, job.images.map((im) => el("button", {
-      class: "download", type: "button",
-      onclick: () => download(im.url, `${job.id}_${im.index}.${ext[im.format]}`),
-    }, `Download image ${im.index} (${im.format}, ${(im.bytes / 1024).toFixed(0)} KiB)`))),
+    el("div", { class: "row" }, job.images.flatMap((im) => [
+      el("button", {
+        class: "download", type: "button",
+        onclick: () => download(im.url, `${job.id}_${im.index}.${ext[im.format]}`),
+      }, `Download image ${im.index} (${im.format}, ${(im.bytes / 1024).toFixed(0)} KiB)`),
+      // Renditions made from this image on the worker (e.g. a WebP thumbnail beside the PNG master).
+      ...(im.renditions || []).map((r) => el("button", {
+        class: "download", type: "button",
+        onclick: () => download(r.url, `${job.id}_${im.index}_${r.name}.${ext[r.format]}`),
+      }, `${r.name} ${r.width}×${r.height} (${r.format}, ${(r.bytes / 1024).toFixed(0)} KiB)`)),
+    ])),
   );
   $("#detail").showModal();
 }

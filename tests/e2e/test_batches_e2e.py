@@ -177,6 +177,8 @@ def test_cli_batch_waits_with_progress_and_fetch_downloads_images_and_manifest(f
                 "height=256",
                 "--set",
                 "steps=2",
+                "--rendition",
+                "thumb=64x64:webp:80",
                 "--wait",
                 "--url",
                 url,
@@ -187,5 +189,10 @@ def test_cli_batch_waits_with_progress_and_fetch_downloads_images_and_manifest(f
         assert "2 succeeded" in ran.output
         fetched = CliRunner().invoke(main, ["fetch", batch_id, "-o", str(tmp_path / "out"), "--url", url])
     assert fetched.exit_code == 0, fetched.output
-    files = sorted(p.name for p in (tmp_path / "out").iterdir())
-    assert files == ["C1.png", "C2.png", "manifest.csv"]
+    out = tmp_path / "out"
+    files = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
+    assert files == ["C1.png", "C2.png", "manifest.csv", "thumb/C1.webp", "thumb/C2.webp"]
+    from PIL import Image
+
+    with Image.open(out / "thumb" / "C1.webp") as thumb:
+        assert (thumb.format, thumb.size) == ("WEBP", (64, 64))

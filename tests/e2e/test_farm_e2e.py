@@ -88,6 +88,47 @@ def test_webp_and_jpeg_outputs_are_served_with_their_media_type(farm: LiveFarm) 
         assert Image.open(io.BytesIO(served.content)).format == fmt.upper()
 
 
+def test_renditions_are_made_from_the_rendered_image_on_the_worker(farm: LiveFarm, tmp_path: Path) -> None:
+    from api.app import create_app
+    from tests.farm_helpers import serve_http
+    from worker.renditions import make_rendition
+    from zfarm.client import Client
+
+    # given: a 320x256 PNG master, a cropped WebP thumbnail and a padded PNG (lossless, so comparable exactly)
+    renditions = [
+        {"name": "thumb", "width": 128, "height": 128, "format": "webp", "quality": 80},
+        {"name": "pad", "width": 160, "height": 160, "format": "png", "fit": "contain"},
+    ]
+    body = {"prompt": "a canvas tote bag", "width": 320, "height": 256, "seed": 5, "renditions": renditions}
+    # when
+    job = farm.wait_job(farm.api.post("/v1/jobs", json=body).json()["id"])
+    # then
+    assert job["status"] == "succeeded", job
+    [image] = job["images"]
+    master = Image.open(io.BytesIO(farm.api.get(image["url"]).content))
+    made = {r["name"]: r for r in image["renditions"]}
+    assert list(made) == ["pad", "thumb"]
+    for name, fmt, size in (("thumb", "WEBP", (128, 128)), ("pad", "PNG", (160, 160))):
+        served = farm.api.get(made[name]["url"])
+        assert hashlib.sha256(served.content).hexdigest() == made[name]["sha256"]
+        picture = Image.open(io.BytesIO(served.content))
+        assert (picture.format, picture.size) == (fmt, size)
+        assert (made[name]["width"], made[name]["height"]) == size
+    padded = Image.open(io.BytesIO(farm.api.get(made["pad"]["url"]).content))
+    expected = make_rendition(master, renditions[1])
+    assert padded.convert("RGB").tobytes() == expected.tobytes()  # the same pixels, from the same render
+    assert padded.getpixel((80, 2))[:3] == (255, 255, 255)  # letterboxed with white above a 320x256 image
+    assert json.loads(padded.text["parameters"])["rendition"] == "pad"
+    # the Python client, over real HTTP, downloads the master and both renditions
+    state = farm.api.app.state
+    app = create_app(farm.settings, celery=state.celery, queue=state.enqueuer.queue)
+    with serve_http(app) as url, Client(url) as client:
+        paths = client.download(job["id"], tmp_path)
+    assert sorted(p.name for p in paths) == sorted(
+        [f"{job['id']}_0.png", f"{job['id']}_0_pad.png", f"{job['id']}_0_thumb.webp"]
+    )
+
+
 def test_a_duplicate_message_for_a_finished_job_changes_nothing(farm: LiveFarm) -> None:
     job = farm.wait_job(
         farm.api.post("/v1/jobs", json={"prompt": "a steel kettle", "width": 256, "height": 256}).json()["id"]
