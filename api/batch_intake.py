@@ -25,7 +25,7 @@ from api.job_identity import content_hash
 from api.prompt_template import parse_template
 from api.refusals import refuse
 from api.schemas import JobCreate
-from models import Batch, Image, Job, JobStatus, Lane, PromptTemplate
+from models import Batch, Image, Job, JobStatus, Lane, PromptTemplate, WebhookDelivery
 from models.base import new_id, utcnow
 from zfarm.settings import FarmSettings
 from zfarm.token_window import load_tokenizer
@@ -75,6 +75,10 @@ def accept_batch(
     if (earlier := replayed_batch(session, intake)) is not None:
         return earlier, True
     opts = intake.options
+    if opts.callback_url is not None and not settings.webhook_secret:
+        raise refuse(
+            "this farm has no ZFARM_WEBHOOK_SECRET to sign webhooks", field="callback_url", value=str(opts.callback_url)
+        )
     rules = _row_rules(session, settings, principal, opts)
     tokenizer = load_tokenizer(settings.model, settings.model_revision)
     specs = build_jobs(intake.catalog, rules, tokenizer)
@@ -94,11 +98,14 @@ def accept_batch(
         rows=len(specs),
         idempotency_key=intake.idempotency_key,
         request_sha256=intake.request_sha256,
-        created_at=utcnow(),
+        created_at=(now := utcnow()),
     )
     job_rows, image_rows = _rows(session, settings, principal, batch, specs)
     batch.jobs_reused = sum(1 for r in job_rows if r["status"] == JobStatus.SUCCEEDED)
     session.add(batch)
+    if opts.callback_url is not None:
+        # The outbox row is written with the batch, so its ending can never be missed.
+        session.add(WebhookDelivery(batch_id=batch.id, url=str(opts.callback_url), created_at=now, updated_at=now))
     try:
         session.flush()
         session.execute(insert(Job), job_rows)

@@ -3,64 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from models import Batch, Image, Job, JobStatus
-from models.jobs import FINAL_STATUSES, MASTER
+from models import Job
+from models.batch_stats import BatchStats, batch_stats
+
+__all__ = ["PAGE", "BatchStats", "batch_jobs", "batch_stats"]
 
 PAGE = 500
-
-
-@dataclass(frozen=True)
-class BatchStats:
-    counts: dict[str, int]
-    images_done: int
-    gpu_seconds: float
-    eta_seconds: float | None
-
-    @property
-    def total(self) -> int:
-        return sum(self.counts.values())
-
-    @property
-    def done(self) -> int:
-        return sum(n for status, n in self.counts.items() if status in FINAL_STATUSES)
-
-    def state(self, batch: Batch) -> str:
-        if self.done < self.total:
-            return "active"
-        if batch.canceled_at is not None and self.counts.get(JobStatus.CANCELED, 0):
-            return "canceled"
-        return "succeeded" if self.counts.get(JobStatus.SUCCEEDED, 0) == self.total else "failed"
-
-
-def batch_stats(s: Session, batch_id: str) -> BatchStats:
-    counts = {str(status): 0 for status in JobStatus}
-    for status, n in s.execute(select(Job.status, func.count()).where(Job.batch_id == batch_id).group_by(Job.status)):
-        counts[status] = n
-    images = s.scalar(
-        select(func.count(Image.id))
-        .join(Job, Image.job_id == Job.id)
-        .where(Job.batch_id == batch_id, Image.rendition == MASTER)
-    )
-    gpu, first_start, last_end, rendered = s.execute(
-        select(
-            func.sum(Job.gpu_seconds), func.min(Job.started_at), func.max(Job.finished_at), func.count(Job.id)
-        ).where(
-            Job.batch_id == batch_id,
-            Job.reused_from.is_(None),
-            Job.status.in_([JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.DEAD]),
-        )
-    ).one()
-    remaining = counts[JobStatus.QUEUED] + counts[JobStatus.RUNNING]
-    eta = None
-    # The batch's own pace on the farm as it is (shared with other work), not a per-GPU estimate.
-    if remaining and rendered >= 2 and first_start and last_end and last_end > first_start:
-        eta = remaining * (last_end - first_start).total_seconds() / rendered
-    return BatchStats(counts, int(images or 0), float(gpu or 0.0), eta)
 
 
 def batch_jobs(sessions: sessionmaker[Session], batch_id: str) -> Iterator[Job]:

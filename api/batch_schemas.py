@@ -5,9 +5,16 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_validator, model_validator
 
-from api.schemas import MAX_PROMPT_CHARS, MAX_RENDITIONS, MAX_SEED, Rendition, unique_rendition_names
+from api.schemas import (
+    MAX_PROMPT_CHARS,
+    MAX_RENDITIONS,
+    MAX_SEED,
+    Rendition,
+    WebhookOut,
+    unique_rendition_names,
+)
 from zfarm.presets import PRESET_NAME, ParameterSet, Preset
 
 CellValue = str | int | float | bool | None
@@ -37,6 +44,12 @@ class BatchOptions(BaseModel):
         max_length=MAX_RENDITIONS,
         description="extra outputs for every image of the batch (e.g. a 512x512 WebP thumbnail); in an upload, "
         "a JSON list",
+    )
+    callback_url: HttpUrl | None = Field(
+        None,
+        max_length=2000,
+        description="http(s) URL that receives a signed JSON POST (event batch.finished) when no job of the "
+        "batch is left to run",
     )
 
     @field_validator("renditions")
@@ -93,6 +106,8 @@ class BatchOut(BaseModel):
     eta_seconds: float | None = Field(description="at the batch's recent pace; null until two jobs have finished")
     created_at: datetime
     canceled_at: datetime | None
+    callback_url: str | None = None
+    webhook: WebhookOut | None = Field(None, description="the latest delivery of the batch.finished webhook")
     url: str
     manifest_url: str
     archive_url: str

@@ -1,7 +1,8 @@
 """The API side of webhooks: the sweep that hands due deliveries to the webhooks queue.
 
-The worker hands a job's webhook over right after the job ends; this sweep catches every other ending
-(canceled before it ran, failed by the reconciler or by the Celery parent, a lost message) a little later.
+The worker hands a job's webhook (and its batch's, after the batch's last job) over right after the job
+ends; this sweep catches every other ending (canceled before it ran, a batch canceled or done at once by
+reuse, failed by the reconciler or by the Celery parent, a lost message) a little later.
 """
 
 from __future__ import annotations
@@ -35,21 +36,24 @@ def send_due_webhooks(
     *,
     grace: float = GRACE_SECONDS,
     job_id: str | None = None,
+    batch_id: str | None = None,
 ) -> int:
     finished_before = utcnow() - timedelta(seconds=grace) if grace else None
     with transaction(sessions) as s:
-        job_ids = take_due(s, job_id=job_id, finished_before=finished_before)
-    for due in job_ids:
+        delivery_ids = take_due(s, job_id=job_id, batch_id=batch_id, finished_before=finished_before)
+    for due in delivery_ids:
         celery.send_task(DELIVER_WEBHOOK, args=[due], queue=queue)
-    return len(job_ids)
+    return len(delivery_ids)
 
 
-def send_now(sessions: sessionmaker[Session], celery: Celery, job_id: str) -> None:
-    """Hands one finished job's webhook over at once; on any failure the sweep sends it later."""
+def send_now(
+    sessions: sessionmaker[Session], celery: Celery, job_id: str | None = None, *, batch_id: str | None = None
+) -> None:
+    """Hands one finished job's or batch's webhook over at once; on any failure the sweep sends it later."""
     try:
-        send_due_webhooks(sessions, celery, webhook_queue(), grace=0, job_id=job_id)
+        send_due_webhooks(sessions, celery, webhook_queue(), grace=0, job_id=job_id, batch_id=batch_id)
     except Exception:
-        log.exception("could not hand the webhook of job %s to the queue; the sweep will", job_id)
+        log.exception("could not hand the webhook of %s to the queue; the sweep will", job_id or batch_id)
 
 
 class WebhookSweep(threading.Thread):

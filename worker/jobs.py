@@ -6,6 +6,7 @@ import dataclasses
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from functools import partial
@@ -51,6 +52,8 @@ class JobContext:
     finisher: Finisher = dataclasses.field(default_factory=lambda: Finisher(0))
     # Jobs this process claimed and has not yet recorded (a finisher thread may still be storing them).
     in_flight: set[str] = dataclasses.field(default_factory=set)
+    # Called with a job id once its ending is recorded (webhooks: the job's and, after its last job, its batch's).
+    notify: Callable[[str], None] | None = None
 
 
 def run_job(job_id: str, ctx: JobContext) -> str:
@@ -58,6 +61,8 @@ def run_job(job_id: str, ctx: JobContext) -> str:
     claimed = claim_job(job_id, ctx)
     if isinstance(claimed, str):
         log.info("job %s not run: %s", job_id, claimed)
+        if claimed in (JobStatus.CANCELED, JobStatus.DEAD):
+            _notify(job_id, ctx)  # ended here, at the claim
         return claimed
     if (too_long := _over_token_window(claimed, ctx)) is not None:
         return finish_without_images(job_id, ctx, JobStatus.FAILED, too_long)
@@ -328,13 +333,21 @@ def store_results(
             )
         )
         _worker_done(s, ctx, job_id)
+    _notify(job_id, ctx)
 
 
 def finish_without_images(job_id: str, ctx: JobContext, status: JobStatus, error: str) -> str:
     with transaction(ctx.sessions) as s:
         s.execute(update(Job).where(Job.id == job_id).values(status=status, finished_at=utcnow(), error=error))
         _worker_done(s, ctx, job_id)
+    _notify(job_id, ctx)
     return status
+
+
+def _notify(job_id: str, ctx: JobContext) -> None:
+    # After the commit: the webhook sender reads the recorded ending, never one still in flight.
+    if ctx.notify is not None:
+        ctx.notify(job_id)
 
 
 def _worker_done(s: Session, ctx: JobContext, job_id: str) -> None:

@@ -7,6 +7,7 @@ import logging
 import os
 import socket
 import threading
+from functools import partial
 
 import torch
 from sqlalchemy import update
@@ -19,6 +20,7 @@ from models.db import transaction
 from worker.finishing import Finisher
 from worker.jobs import JobContext
 from worker.runtime import Runtime
+from worker.webhooks import notify_webhook
 from zfarm.settings import FarmSettings
 from zfarm.storage import LocalStorage
 
@@ -84,6 +86,7 @@ def start_worker_process(settings: FarmSettings, name: str) -> JobContext:
         batch_max_images=settings.batch_max_images,
         batch_max_pixels=settings.batch_max_pixels,
         finisher=Finisher(settings.finish_threads),
+        notify=partial(notify_webhook, sessions=sessions),
     )
 
 

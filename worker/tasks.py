@@ -18,7 +18,6 @@ from models import WorkerState
 from worker.failures import mark_failed
 from worker.jobs import JobContext, run_job
 from worker.process import set_state, start_worker_process
-from worker.webhooks import notify_webhook
 from zfarm.settings import get_settings
 
 log = logging.getLogger(__name__)
@@ -66,5 +65,4 @@ def render_job(self: RenderTask, job_id: str) -> str:
         # The database is away (restart, failover): try the same job again shortly, do not fail it.
         log.warning("database unavailable while running job %s: %s", job_id, exc)
         raise self.retry(exc=exc, countdown=3) from exc
-    notify_webhook(job_id, _ctx.sessions)
-    return outcome
+    return outcome  # webhooks were handed over as the ending was recorded (JobContext.notify)

@@ -27,8 +27,8 @@ def _get_sessions() -> sessionmaker[Session]:
 
 
 @app.task(name=DELIVER_WEBHOOK, bind=True, max_retries=None)
-def deliver_webhook(self: Task, job_id: str) -> str:
-    outcome = deliver_once(job_id, _get_sessions(), get_settings())
+def deliver_webhook(self: Task, delivery_id: str) -> str:
+    outcome = deliver_once(delivery_id, _get_sessions(), get_settings())
     if outcome.retry_in is not None:
         raise self.retry(countdown=outcome.retry_in)
     return outcome.state

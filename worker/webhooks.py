@@ -1,6 +1,8 @@
 """Webhook delivery: one signed POST per attempt, the outcome recorded on the delivery row. Plain functions.
 
-Delivery is at least once: a receiver should use the X-Zfarm-Delivery header to drop repeats.
+Two events: `job.finished` (a job's record with its image links) and `batch.finished` (the batch's counts,
+its manifest and archive links, and the keys that did not succeed). Delivery is at least once: a receiver
+should use the X-Zfarm-Delivery header to drop repeats.
 """
 
 from __future__ import annotations
@@ -12,20 +14,21 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
-from sqlalchemy import select
+from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from broker_config.task_names import DELIVER_WEBHOOK
-from models import DeliveryState, Job, WebhookDelivery
+from models import Batch, DeliveryState, Job, JobStatus, WebhookDelivery
 from models.base import utcnow
+from models.batch_stats import batch_stats
 from models.db import transaction
 from models.webhooks import MAX_BACKOFF_SECONDS, take_due
 from zfarm.settings import FarmSettings
 from zfarm.webhook_signing import SIGNATURE_HEADER, sign
 
 log = logging.getLogger(__name__)
-EVENT = "job.finished"
 TEST_MODEL = "tiny"
+MAX_LISTED_PROBLEMS = 100  # keys that did not succeed, listed in a batch payload; the manifest has them all
 
 
 def backoff_seconds(attempt: int, base: float) -> float:
@@ -81,12 +84,45 @@ def job_payload(job: Job, base_url: str) -> dict[str, Any]:
     }
 
 
+def batch_payload(s: Session, batch: Batch, base_url: str) -> dict[str, Any]:
+    stats = batch_stats(s, batch.id)
+    last_end = s.scalar(select(func.max(Job.finished_at)).where(Job.batch_id == batch.id))
+    not_succeeded = s.execute(
+        select(Job.item_key, Job.row_number, Job.status, Job.error, Job.id)
+        .where(Job.batch_id == batch.id, Job.status != JobStatus.SUCCEEDED)
+        .order_by(Job.row_number)
+        .limit(MAX_LISTED_PROBLEMS)
+    ).all()
+    url = f"{base_url}/v1/batches/{batch.id}"
+    return {
+        "id": batch.id,
+        "name": batch.name,
+        "status": stats.state(batch),
+        "rows": batch.rows,
+        "counts": stats.counts,
+        "images_done": stats.images_done,
+        "jobs_reused": batch.jobs_reused,
+        "gpu_seconds": stats.gpu_seconds,
+        "created_at": batch.created_at.isoformat(),
+        "finished_at": last_end.isoformat() if last_end else None,
+        "url": url,
+        "manifest_url": f"{url}/manifest.csv",
+        "archive_url": f"{url}/archive.zip",
+        "not_succeeded": [
+            {"key": key, "row": row, "status": status, "error": error, "job_id": job_id}
+            for key, row, status, error, job_id in not_succeeded
+        ],
+        "not_succeeded_truncated": stats.total - stats.counts.get(JobStatus.SUCCEEDED, 0) > len(not_succeeded),
+    }
+
+
 @dataclass(frozen=True)
 class Attempt:
     delivery_id: str
     url: str
     body: bytes
     number: int
+    event: str
 
 
 @dataclass(frozen=True)
@@ -95,11 +131,11 @@ class Outcome:
     retry_in: float | None = None  # seconds until the next attempt, when there is one
 
 
-def deliver_once(job_id: str, sessions: sessionmaker[Session], settings: FarmSettings) -> Outcome:
-    """One attempt for the job's webhook; says whether and when to try again."""
+def deliver_once(delivery_id: str, sessions: sessionmaker[Session], settings: FarmSettings) -> Outcome:
+    """One attempt for a webhook delivery; says whether and when to try again."""
     if not settings.webhook_secret:
         raise RuntimeError("ZFARM_WEBHOOK_SECRET is not set: webhooks cannot be signed")
-    attempt = _prepare(job_id, sessions, settings.resolved_public_url)
+    attempt = _prepare(delivery_id, sessions, settings.resolved_public_url)
     if attempt is None:
         return Outcome("skipped")
     status_code, error = post(attempt, settings.webhook_secret, settings.webhook_timeout_seconds)
@@ -107,25 +143,33 @@ def deliver_once(job_id: str, sessions: sessionmaker[Session], settings: FarmSet
     if state == DeliveryState.PENDING:
         return Outcome(state, backoff_seconds(attempt.number, settings.webhook_backoff_seconds))
     if state == DeliveryState.FAILED:
-        log.warning("webhook for job %s failed after %d attempts: %s", job_id, attempt.number, error)
+        log.warning("webhook %s (%s) failed after %d attempts: %s", delivery_id, attempt.event, attempt.number, error)
     return Outcome(state)
 
 
-def _prepare(job_id: str, sessions: sessionmaker[Session], base_url: str) -> Attempt | None:
+def _prepare(delivery_id: str, sessions: sessionmaker[Session], base_url: str) -> Attempt | None:
     with transaction(sessions) as s:
-        row = s.scalar(select(WebhookDelivery).where(WebhookDelivery.job_id == job_id).with_for_update())
+        # Messages sent before batch webhooks existed carry the job id: both are accepted.
+        row = s.scalar(
+            select(WebhookDelivery)
+            .where(or_(WebhookDelivery.id == delivery_id, WebhookDelivery.job_id == delivery_id))
+            .with_for_update()
+        )
         if row is None or row.state != DeliveryState.PENDING:
             return None  # delivered, failed, or not yet due: nothing to do for this message
         row.updated_at = utcnow()  # keeps the sweep from sending a second message while this one works
         number = row.attempts + 1
-        body = {
-            "event": EVENT,
+        body: dict[str, Any] = {
+            "event": row.event,
             "delivery_id": row.id,
             "attempt": number,
             "sent_at": utcnow().isoformat(),
-            "job": job_payload(row.job, base_url),
         }
-        return Attempt(row.id, row.url, json.dumps(body, separators=(",", ":")).encode(), number)
+        if row.batch is not None:
+            body["batch"] = batch_payload(s, row.batch, base_url)
+        elif row.job is not None:
+            body["job"] = job_payload(row.job, base_url)
+        return Attempt(row.id, row.url, json.dumps(body, separators=(",", ":")).encode(), number, row.event)
 
 
 def post(attempt: Attempt, secret: str, timeout: float) -> tuple[int | None, str | None]:
@@ -133,7 +177,7 @@ def post(attempt: Attempt, secret: str, timeout: float) -> tuple[int | None, str
     headers = {
         "Content-Type": "application/json",
         "User-Agent": "zfarm-webhooks/0.1",
-        "X-Zfarm-Event": EVENT,
+        "X-Zfarm-Event": attempt.event,
         "X-Zfarm-Delivery": attempt.delivery_id,
         "X-Zfarm-Attempt": str(attempt.number),
         SIGNATURE_HEADER: sign(secret, attempt.body, int(time.time())),
@@ -164,14 +208,18 @@ def _record(
 
 
 def notify_webhook(job_id: str, sessions: sessionmaker[Session]) -> None:
-    """The fast path after a job ends: hand its webhook to the webhooks queue now, not at the next sweep."""
+    """The fast path after a job ends: hand its webhook, and its batch's if that was the batch's last job,
+    to the webhooks queue now, not at the next sweep."""
     from broker_config.celery_app import app
     from broker_config.settings import get_broker_settings
 
     try:
         with transaction(sessions) as s:
             due = take_due(s, job_id=job_id)
-        for job_id_due in due:
-            app.send_task(DELIVER_WEBHOOK, args=[job_id_due], queue=get_broker_settings().webhook_queue)
+            batch_id = s.scalar(select(Job.batch_id).where(Job.id == job_id))
+            if batch_id is not None:
+                due += take_due(s, batch_id=batch_id)
+        for delivery_id in due:
+            app.send_task(DELIVER_WEBHOOK, args=[delivery_id], queue=get_broker_settings().webhook_queue)
     except Exception:  # never fail a finished render over its notification; the API's sweep sends it later
         log.exception("could not hand the webhook of job %s to the queue", job_id)

@@ -58,6 +58,7 @@ def summary(batch: dict[str, Any]) -> str:
 @click.option("--format", "file_format", type=click.Choice(["csv", "jsonl"]), default=None)
 @click.option("--no-dedup", is_flag=True, help="Render every row, even those with finished identical images.")
 @click.option("--rendition", "renditions", multiple=True, help=RENDITION_HELP)
+@click.option("--callback-url", default=None, help="Receives a signed POST (batch.finished) when the batch ends.")
 @click.option("--idempotency-key", default=None, help="Send it again safely: a repeat returns the same batch.")
 @click.option("--wait/--no-wait", default=False, help="Follow the batch with a progress bar and a summary.")
 @click.option("--out", "-o", type=click.Path(path_type=Path), default=None, help="With --wait: images + manifest.")
@@ -76,6 +77,7 @@ def batch(
     file_format: str | None,
     no_dedup: bool,
     renditions: tuple[str, ...],
+    callback_url: str | None,
     idempotency_key: str | None,
     wait: bool,
     out: Path | None,
@@ -100,6 +102,7 @@ def batch(
                 defaults=defaults or None,
                 dedup=False if no_dedup else None,
                 renditions=parse_renditions(renditions),
+                callback_url=callback_url,
             )
         except ZfarmError as exc:
             raise click.ClickException(str(exc)) from exc

@@ -88,6 +88,7 @@ def wait_with_bar(client: Client, job_id: str, timeout: float | None) -> dict[st
 @click.option("--num-images", "-n", type=int, default=None)
 @click.option("--format", "output_format", type=click.Choice(["png", "webp", "jpeg"]), default=None)
 @click.option("--rendition", "renditions", multiple=True, help=RENDITION_HELP)
+@click.option("--callback-url", default=None, help="Receives a signed POST (job.finished) when the job ends.")
 @click.option("--wait/--no-wait", default=False, help="Wait for the job to finish, with a progress bar.")
 @click.option("--out", "-o", type=click.Path(path_type=Path), default=None, help="With --wait: download images here.")
 @click.option("--timeout", type=float, default=None)

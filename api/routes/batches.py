@@ -22,8 +22,11 @@ from api.catalog_files import decode_utf8, detect_format, read_csv, read_json_ro
 from api.deps import SessionDep, StorageDep
 from api.manifest import csv_chunks
 from api.refusals import Refusal, refuse
-from models import Batch, Job, JobStatus
+from api.schemas import WebhookOut
+from api.webhook_sweep import send_now
+from models import Batch, Job, JobStatus, WebhookDelivery
 from models.base import utcnow
+from models.webhooks import reopen_batch_delivery
 from zfarm.settings import FarmSettings
 
 router = APIRouter(prefix="/v1/batches", tags=["batches"])
@@ -79,6 +82,8 @@ async def create_batch(
     )
     if not replayed:
         request.app.state.wake_dispatcher()
+        if options.callback_url is not None:  # every row reused: the batch is done already
+            await run_in_threadpool(send_now, request.app.state.sessions, request.app.state.celery, batch_id=batch.id)
     else:
         response.headers["Idempotent-Replayed"] = "true"
     response.headers["Location"] = str(request.url_for("get_batch", batch_id=batch.id))
@@ -181,6 +186,9 @@ def _get_batch(session: SessionDep, batch_id: str, principal: Principal) -> Batc
 
 def batch_out(session: SessionDep, batch: Batch, request: Request) -> BatchOut:
     stats = batch_stats(session, batch.id)
+    delivery = session.scalar(
+        select(WebhookDelivery).where(WebhookDelivery.batch_id == batch.id).order_by(WebhookDelivery.created_at.desc())
+    )
     return BatchOut(
         id=batch.id,
         name=batch.name,
@@ -203,6 +211,8 @@ def batch_out(session: SessionDep, batch: Batch, request: Request) -> BatchOut:
         eta_seconds=stats.eta_seconds,
         created_at=batch.created_at,
         canceled_at=batch.canceled_at,
+        callback_url=delivery.url if delivery else None,
+        webhook=WebhookOut.model_validate(delivery, from_attributes=True) if delivery else None,
         **_urls(batch, request),
     )
 
@@ -293,6 +303,8 @@ def retry_failed(batch_id: str, session: SessionDep, request: Request, principal
             cancel_requested=False,
         )
     )
+    if result.rowcount:
+        reopen_batch_delivery(session, batch.id)  # it will finish again: announce that ending too
     session.commit()
     request.app.state.wake_dispatcher()
     return RetryOut(batch_id=batch.id, requeued=result.rowcount or 0)
@@ -314,4 +326,5 @@ def cancel_batch(batch_id: str, session: SessionDep, request: Request, principal
     )
     batch.canceled_at = batch.canceled_at or utcnow()
     session.commit()
+    send_now(request.app.state.sessions, request.app.state.celery, batch_id=batch.id)  # if nothing still runs
     return batch_out(session, batch, request)

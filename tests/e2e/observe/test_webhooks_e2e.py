@@ -83,3 +83,38 @@ def test_job_canceled_before_it_ran_still_notifies(farm: ObservedFarm, receiver:
     [request] = receiver.on("/hooks/canceled")
     assert request.json()["job"]["status"] == "canceled" and request.json()["job"]["images"] == []
     wait_for(lambda: httpx.get(f"{farm.url}/v1/jobs/{busy['id']}").json()["status"] == "succeeded", 60, "busy")
+
+
+def test_finished_batch_posts_one_signed_batch_payload_with_working_links(
+    farm: ObservedFarm, receiver: Receiver
+) -> None:
+    # given: a two-row catalog with a batch webhook
+    target = receiver.url + "/hooks/batch"
+    rows = [{"sku": "HAT-1", "product": "felt hat"}, {"sku": "HAT-2", "product": "straw hat"}]
+    body = {
+        "template": "studio photo of a {product}",
+        "rows": rows,
+        "defaults": {"width": 256, "height": 256, "steps": 2},
+        "callback_url": target,
+    }
+    created = httpx.post(f"{farm.url}/v1/batches", json=body)
+    assert created.status_code == 202, created.text
+    batch_url = created.json()["url"]
+
+    # when: both jobs run on the real worker and the batch ends
+    def delivered() -> dict | None:
+        batch = httpx.get(batch_url).json()
+        return batch if batch["webhook"] and batch["webhook"]["state"] == "delivered" else None
+
+    final = wait_for(delivered, 120, "the batch webhook to be delivered", interval=0.3)
+    # then: exactly one request for the batch, signed, sent after both jobs had ended
+    [request] = receiver.on("/hooks/batch")
+    verify(WEBHOOK_SECRET, request.headers[SIGNATURE_HEADER], request.body)
+    payload = request.json()
+    assert payload["event"] == "batch.finished" == request.headers["X-Zfarm-Event"]
+    batch = payload["batch"]
+    assert batch["id"] == final["id"] and batch["status"] == "succeeded"
+    assert batch["counts"]["succeeded"] == 2 and batch["images_done"] == 2 and batch["not_succeeded"] == []
+    manifest = httpx.get(batch["manifest_url"])
+    assert manifest.status_code == 200 and "HAT-1" in manifest.text and "HAT-2" in manifest.text
+    assert final["webhook"]["attempts"] == 1 and final["callback_url"] == target
