@@ -70,9 +70,9 @@ class FarmCollector(Collector):
         for status in JobStatus:
             jobs.add_metric([status.value], counts.get(status.value, 0))
         yield jobs
-        by_kind = dict(
-            s.execute(select(Image.rendition == MASTER, func.count()).group_by(Image.rendition == MASTER)).all()
-        )
+        masters = s.scalar(select(func.count()).select_from(Image).where(Image.rendition == MASTER)) or 0
+        made = s.scalar(select(func.count()).select_from(Image).where(Image.rendition != MASTER)) or 0
+        by_kind = {True: masters, False: made}
         images = CounterMetricFamily("zfarm_images_rendered", "Images rendered and stored.")
         images.add_metric([], by_kind.get(True, 0))
         yield images

@@ -33,6 +33,7 @@ from typing import Any
 import httpx
 
 from bench.prompts import prompt
+from zfarm.cli_client import parse_renditions
 from zfarm.client import Client
 from zfarm.embedded import Farm, open_on_loopback
 from zfarm.gpus import visible_gpus
@@ -125,18 +126,32 @@ def worker_stats(farm: Farm) -> list[dict[str, Any]]:
 # ---- one phase: submit, wait, measure --------------------------------------------------------------------
 
 
-def run_jobs(client: Client, n: int, width: int, height: int, steps: int, first: int, timeout: float) -> dict:
+def run_jobs(
+    client: Client,
+    n: int,
+    width: int,
+    height: int,
+    steps: int,
+    first: int,
+    timeout: float,
+    renditions: list[dict[str, Any]] | None = None,
+) -> dict:
     """Submits n jobs at once (distinct prompts and seeds), waits for all, returns the figures."""
     t0 = datetime.now(UTC)
-    ids = [
-        client.submit(prompt(first + i), width=width, height=height, steps=steps, guidance_scale=0.0, seed=first + i)[
-            "id"
-        ]
-        for i in range(n)
-    ]
+    params: dict[str, Any] = {"width": width, "height": height, "steps": steps, "guidance_scale": 0.0}
+    if renditions:
+        params["renditions"] = renditions
+    ids = [client.submit(prompt(first + i), seed=first + i, **params)["id"] for i in range(n)]
     submitted = (datetime.now(UTC) - t0).total_seconds()
     jobs = _wait_all(client, ids, timeout)
-    return _figures(jobs, t0, submitted, f"{width}x{height}", steps)
+    size = f"{width}x{height}"
+    if renditions:
+        size += " + " + ", ".join(f"{r['width']}x{r['height']} {r.get('format', 'webp')}" for r in renditions)
+    figures = _figures(jobs, t0, submitted, size, steps)
+    if renditions:
+        made = [r for j in jobs for im in j["images"] for r in im.get("renditions", [])]
+        figures["renditions_made"] = len(made)
+    return figures
 
 
 def run_idle(client: Client, n: int, size: int, steps: int, first: int, timeout: float) -> dict:
@@ -215,8 +230,10 @@ def stage_model(a: argparse.Namespace) -> tuple[str, dict]:
     if a.tiny:
         return "tiny", {"model": "tiny (random test model, noise)"}
     cmd = [sys.executable, "-m", "bench.full_model", "--out", str(a.model_dir)]
-    out = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, check=True).stdout
-    return str(a.model_dir), json.loads(out.strip().splitlines()[-1])
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"bench.full_model exited {proc.returncode}: {proc.stderr[-800:]}")
+    return str(a.model_dir), json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def stage_anchor(a: argparse.Namespace) -> list[dict]:
@@ -241,6 +258,14 @@ def stage_farm(a: argparse.Namespace, model: str, result: dict) -> None:
             n = a.jobs if i == 0 else a.size_jobs
             result.setdefault("phases", []).append(run_jobs(client, n, w, h, a.steps, base, a.phase_timeout))
             base += n
+            _save(a, result)
+        if a.renditions:
+            # The first size again with renditions on every job: made on the worker's CPU beside the next render.
+            w, h = sizes[0]
+            specs = parse_renditions(tuple(a.renditions.split(",")))
+            phase = run_jobs(client, a.jobs, w, h, a.steps, base, a.phase_timeout, renditions=specs)
+            result.setdefault("phases", []).append(phase)
+            base += a.jobs
             _save(a, result)
         if a.idle_jobs:
             result["idle"] = run_idle(client, a.idle_jobs, sizes[0][0], a.steps, base, a.phase_timeout)
@@ -436,6 +461,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--sizes", default="1024x1024,512x512,768x1024", help="WIDTHxHEIGHT, the first is the main")
     ap.add_argument("--steps", type=int, default=8)
     ap.add_argument("--idle-jobs", type=int, default=5)
+    ap.add_argument(
+        "--renditions", default="", help="e.g. thumb=512x512:webp:85: a phase at the first size with these renditions"
+    )
     ap.add_argument("--policy", default="full", help="memory policy of the main farm")
     ap.add_argument("--levers", action="store_true", help="also time single levers in-process (bench.levers)")
     ap.add_argument("--policies", default="", help="e.g. model-offload=3,sequential-offload=1 (jobs each)")
@@ -477,6 +505,8 @@ def main(argv: list[str] | None = None) -> int:
                 stage_policies(a, model, result)
         except Exception as exc:  # later stages still run; the table says what failed
             result.setdefault("errors", {})[name] = f"{type(exc).__name__}: {exc}"[:1000]
+            if name == "model":
+                break  # without the full-size model every later figure would be the tiny model's: measure nothing
         except KeyboardInterrupt:  # the time limit (SIGINT): keep what was measured, skip the rest
             result.setdefault("errors", {})[name] = "interrupted (time limit)"
             break

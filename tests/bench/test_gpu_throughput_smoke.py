@@ -24,7 +24,18 @@ def test_benchmark_runs_end_to_end_on_the_tiny_model(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ZFARM_")}
     out, md = tmp_path / "result.json", tmp_path / "BENCHMARKS.md"
     cmd = [sys.executable, "-m", "bench.gpu_throughput", "--tiny", "--workdir", str(tmp_path / "work")]
-    cmd += ["--jobs", "4", "--sizes", "256x256", "--steps", "2", "--idle-jobs", "1"]
+    cmd += [
+        "--jobs",
+        "4",
+        "--sizes",
+        "256x256",
+        "--steps",
+        "2",
+        "--idle-jobs",
+        "1",
+        "--renditions",
+        "thumb=128x128:webp",
+    ]
     cmd += ["--env", "ZFARM_BATCH_MAX_IMAGES=4"]  # batching is opt-in: exercise it through Celery here
     cmd += ["--out", str(out), "--benchmarks-md", str(md)]
     # when
@@ -32,12 +43,14 @@ def test_benchmark_runs_end_to_end_on_the_tiny_model(tmp_path: Path) -> None:
     # then
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     result = json.loads(out.read_text())
-    [phase] = result["phases"]
+    phase, with_thumbs = result["phases"]
     assert phase["succeeded"] == phase["jobs"] == phase["images"] == 4
+    assert with_thumbs["size"] == "256x256 + 128x128 webp" and with_thumbs["succeeded"] == 4
+    assert with_thumbs["renditions_made"] == 4 and "renditions_made" not in phase
     assert phase["img_per_s"] > 0 and phase["latency_p95_s"] >= phase["latency_p50_s"] > 0
     assert result["idle"]["succeeded"] == 1
     assert result["cold_start"]["policy"] == "full" and result["cold_start"]["cold_start_s"] > 0
-    assert result["worker_stats"]["jobs_at_end"] == 5 and result["worker_stats"]["compiled"] is False
+    assert result["worker_stats"]["jobs_at_end"] == 9 and result["worker_stats"]["compiled"] is False
     table = md.read_text()
     assert "tiny random test model" in table and "farm 256x256 x2 steps" in table
     assert "python -m bench.gpu_throughput --tiny" in table
