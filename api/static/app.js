@@ -275,13 +275,19 @@ async function renderBatch(batchId) {
   const path = `/v1/batches/${encodeURIComponent(batchId)}`;
   const draw = async () => {
     const batch = await getJSON(path);
-    const items = parseCSV(await (await api(`${path}/manifest.csv`)).text());
+    const lines = parseCSV(await (await api(`${path}/manifest.csv`)).text());
+    // One row per SKU image; its renditions (thumb/KEY.webp ...) are listed beside it, not as rows of their own.
+    const items = lines.filter((it) => !it.rendition);
+    const renditionsOf = (it) => lines.filter((r) => r.rendition && r.job_id === it.job_id && r.image_index === it.image_index);
     const fraction = batch.progress ?? 0;
     box.replaceChildren(
       el("h2", {}, `${batch.name || "batch"} `, el("code", {}, batch.id), " ", el("span", { class: `status ${batch.status}` }, batch.status)),
       el("div", { class: "bar" }, el("div", { class: "fill", style: `width:${(fraction * 100).toFixed(1)}%` }),
         el("span", { class: "bar-label" }, `${batch.done ?? 0}/${batch.rows ?? "?"} done`)),
       el("p", { class: "counts" }, Object.entries(batch.counts || {}).map(([st, n]) => el("span", { class: `status ${st}` }, `${st} ${n}`))),
+      batch.webhook
+        ? el("p", { class: "muted", id: "batch-webhook" }, `webhook: ${batch.webhook.state} (${batch.webhook.attempts} attempt(s))`)
+        : "",
       el("p", { class: "row" },
         el("button", { type: "button", id: "manifest-link", onclick: () => downloadFile(`${path}/manifest.csv`, `${batch.id}_manifest.csv`) }, "manifest.csv"),
         el("button", { type: "button", id: "archive-link", onclick: () => downloadFile(`${path}/archive.zip`, `${batch.id}.zip`) }, "archive.zip")),
@@ -289,7 +295,9 @@ async function renderBatch(batchId) {
         el("thead", {}, el("tr", {}, ["SKU", "Status", "Job", "Image", "Error"].map((h) => el("th", {}, h)))),
         el("tbody", {}, items.map((it) => el("tr", { "data-key": it.key },
           el("td", {}, it.key), el("td", {}, el("span", { class: `status ${it.status}` }, it.status)),
-          el("td", {}, el("code", {}, short(it.job_id || ""))), el("td", {}, it.file || "–"), el("td", { class: "error" }, it.error || ""))))),
+          el("td", {}, el("code", {}, short(it.job_id || ""))),
+          el("td", {}, [it.file || "–", ...renditionsOf(it).map((r) => ` + ${r.file}`)].join("")),
+          el("td", { class: "error" }, it.error || ""))))),
     );
   };
   try {
