@@ -3,9 +3,10 @@
 Why not queue every batch job at once: one Redis list is first-in-first-out, so a 10,000-row batch
 submitted first would hold the workers until its last row, and a batch submitted a minute later would
 wait for all of it. Instead the rows wait in SQL, and this loop keeps the bulk queue only a few ids deep
-(two per live worker by default), topping it up by turns: each round serves the batches in order of
-their last turn (`batches.dispatched_at`, never-served first), one job each, until the queue is full.
-That is round-robin between batches, it keeps Redis small, and a batch's rows go in row order.
+(two per live worker by default), topping it up by turns, one job per turn, until the queue is full:
+tenants take turns first (the tenant served least recently goes first), and within a tenant its
+batches take turns (by `batches.dispatched_at`, never-served first). So a tenant with ten batches gets
+the same share of the farm as a tenant with one, it keeps Redis small, and a batch's rows go in row order.
 Interactive jobs never pass through here: they go straight to their own queue, which workers read
 first (see broker_config/celeryconfig.py).
 
@@ -79,15 +80,15 @@ class Dispatcher:
                 .where(Job.lane == Lane.BULK, Job.status == JobStatus.QUEUED, Job.enqueued_at.is_(None))
                 .distinct()
             )
-            order = list(
-                s.scalars(
-                    select(Batch.id)
-                    .where(Batch.id.in_(waiting))
-                    .order_by(Batch.dispatched_at.asc().nulls_first(), Batch.created_at, Batch.id)
-                )
-            )
+            rows = s.execute(
+                select(Batch.id, Batch.tenant)
+                .where(Batch.id.in_(waiting))
+                .order_by(Batch.dispatched_at.asc().nulls_first(), Batch.created_at, Batch.id)
+            ).all()
+            order = [batch_id for batch_id, _ in rows]
+            tenant_of = {batch_id: tenant or "" for batch_id, tenant in rows}
             heads = {batch_id: self._next_ids(s, batch_id, count) for batch_id in order}
-        picks, served = take_turns(order, heads, count)
+        picks, served = take_turns(order, heads, count, tenant_of)
         if not picks:
             return 0
         sent = self.enqueuer.send(picks, Lane.BULK)
@@ -118,16 +119,39 @@ class Dispatcher:
         self.redis.close()
 
 
-def take_turns(order: list[str], heads: dict[str, list[str]], count: int) -> tuple[list[str], list[str]]:
-    """Up to `count` ids, one per batch per turn in `order`; returns the ids and the batch of each."""
-    queues = {batch_id: deque(heads.get(batch_id, ())) for batch_id in order}
+def take_turns(
+    order: list[str], heads: dict[str, list[str]], count: int, tenant_of: dict[str, str] | None = None
+) -> tuple[list[str], list[str]]:
+    """Up to `count` ids, one per turn; returns the ids and the batch of each.
+
+    `order` lists batches from least to most recently served. Tenants take turns, the one whose latest
+    turn is oldest first (a tenant's place is that of its most recently served batch, so a new batch does
+    not move its tenant ahead); within a tenant, its batches take turns in `order`. Without `tenant_of`
+    every batch is its own tenant: plain round-robin between batches.
+    """
+    tenant_of = tenant_of or {batch_id: batch_id for batch_id in order}
+    ids = {batch_id: deque(heads.get(batch_id, ())) for batch_id in order}
+    batches_of: dict[str, deque[str]] = {}
+    latest: dict[str, int] = {}
+    for position, batch_id in enumerate(order):
+        if ids[batch_id]:
+            batches_of.setdefault(tenant_of[batch_id], deque()).append(batch_id)
+        latest[tenant_of[batch_id]] = position
+    tenants = sorted(batches_of, key=lambda tenant: latest[tenant])
     picks: list[str] = []
     served: list[str] = []
-    while len(picks) < count and any(queues.values()):
-        for batch_id in order:
-            if queues[batch_id] and len(picks) < count:
-                picks.append(queues[batch_id].popleft())
-                served.append(batch_id)
+    while len(picks) < count and tenants:
+        for tenant in list(tenants):
+            if len(picks) == count:
+                break
+            batches = batches_of[tenant]
+            batch_id = batches.popleft()
+            picks.append(ids[batch_id].popleft())
+            served.append(batch_id)
+            if ids[batch_id]:
+                batches.append(batch_id)  # its next turn comes after the tenant's other batches
+            if not batches:
+                tenants.remove(tenant)
     return picks, served
 
 

@@ -244,6 +244,21 @@ def test_batches_take_turns_one_job_each() -> None:
     assert take_turns(["a", "b"], {"a": ["a1", "a2"], "b": ["b1", "b2"]}, 3)[0] == ["a1", "b1", "a2"]
 
 
+def test_tenants_take_turns_before_their_batches_do() -> None:
+    # given: tenant t1 has three batches, t2 one; t2's batch was served most recently of all
+    order = ["x", "y", "z", "b"]
+    heads = {"x": ["x1", "x2"], "y": ["y1", "y2"], "z": ["z1"], "b": ["b1", "b2", "b3", "b4"]}
+    tenants = {"x": "t1", "y": "t1", "z": "t1", "b": "t2"}
+    # when
+    picks, served = take_turns(order, heads, 8, tenants)
+    # then: t1 and t2 alternate (t1 first: its latest turn, z, is older than b's); t1's batches rotate
+    assert picks == ["x1", "b1", "y1", "b2", "z1", "b3", "x2", "b4"]
+    assert served == ["x", "b", "y", "b", "z", "b", "x", "b"]
+    # a tenant whose batches were all never served goes before both
+    fresh = take_turns(["n", *order], {**heads, "n": ["n1"]}, 3, {**tenants, "n": "t3"})[0]
+    assert fresh == ["n1", "x1", "b1"]
+
+
 def test_cancel_stops_what_has_not_run_and_retry_leaves_canceled_jobs(api: TestClient) -> None:
     batch = _create(api, rows=rows(3))
     jobs = _jobs(api, batch["id"])
@@ -284,3 +299,33 @@ def test_tenants_see_only_their_own_batches_templates_and_reuse(tmp_path: Path, 
         assert api.post("/v1/batches", json=body, headers=acme).json()["jobs_reused"] == 1
         api.post("/v1/templates", json={"name": "t", "template": "{product}"}, headers=acme)
         assert api.get("/v1/templates", headers=globex).json()["templates"] == []
+
+
+def test_the_dispatcher_shares_the_bulk_queue_between_tenants_not_batches(tmp_path: Path, redis_url: str) -> None:
+    from api.broker_inspect import _job_id
+    from api.dispatcher import Dispatcher
+    from api.keys import create_key
+    from tests.farm_helpers import wait_for
+
+    url = f"sqlite:///{tmp_path / 'zfarm.db'}"
+    # given: the API's own dispatcher keeps one id in Redis; nothing consumes it
+    with batch_api(url, tmp_path, redis_url, auth=True, bulk_queue_depth=1) as api:
+        with api.app.state.sessions() as s:
+            acme, globex = ({"Authorization": f"Bearer {create_key(s, tenant=t)[1]}"} for t in ("acme", "globex"))
+        for n in range(3):  # acme: three batches of four rows
+            rows_n = [{"sku": f"A{n}-{i}", "product": "mug"} for i in range(4)]
+            api.post("/v1/batches", json={"template": TEMPLATE, "rows": rows_n}, headers=acme)
+        api.post("/v1/batches", json={"template": TEMPLATE, "rows": rows(4)}, headers=globex)
+        bulk = bulk_queue_name(get_broker_settings().queue)
+        r = redis.Redis.from_url(redis_url)
+        wait_for(lambda: r.llen(bulk) == 1, 10, "the first id (acme's first batch)")
+        # when: rounds fill eight more places (a round yields to the API's own if that holds the lock)
+        state = api.app.state
+        dispatcher = Dispatcher(state.sessions, state.enqueuer, redis_url, depth=9)
+        wait_for(lambda: dispatcher.top_up() == 8, 10, "one round of eight")
+        # then: the round alternated tenants although acme has three batches waiting and globex one:
+        # four for each, plus acme's first id (batch round-robin would have given acme 6 of the 8)
+        sent = [_job_id(m) for m in r.lrange(bulk, 0, -1)]
+        with state.sessions() as s:
+            tenants = dict(s.execute(select(Job.id, Job.tenant).where(Job.id.in_(sent))).all())
+        assert len(sent) == 9 and sorted(tenants.values()) == ["acme"] * 5 + ["globex"] * 4
