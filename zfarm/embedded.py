@@ -119,7 +119,8 @@ class Farm:
             f"database {_mask(s.resolved_database_url)}",
             f"data     {s.data_dir.resolve()}  (images in {s.storage_dir})",
             f"model    {s.model}{'  (TINY TEST MODEL: random weights, images are noise)' if s.is_tiny_model else ''}",
-            f"workers  {', '.join(workers)}  (memory policy {s.memory_policy})",
+            f"workers  {', '.join(workers)}  (memory policy {s.memory_policy}"
+            + ("; each card's choice is printed when it is ready)" if s.memory_policy == "auto" else ")"),
             "webhooks signed with HMAC-SHA256, secret from "
             + ("ZFARM_WEBHOOK_SECRET" if s.webhook_secret else str(s.data_dir.resolve() / WEBHOOK_SECRET_FILE)),
             f"web page {self.api_url}/   metrics {self.api_url}/metrics",
@@ -127,14 +128,52 @@ class Farm:
 
     # 2. Watch: a child that exits on its own stops the farm (a half farm is worse than none).
     def wait(self, stop_flag: list[bool]) -> int:
+        announced: set[str] = set()
+        next_look = 0.0
         while not stop_flag[0]:
             for child in self.children:
                 code = child.proc.poll()
                 if code is not None:
                     click.echo(f"zfarm: {child.name} exited with code {code}; stopping the farm", err=True)
                     return 1
+            if time.monotonic() >= next_look and len(announced) < self.worker_count:
+                next_look = time.monotonic() + 1.0
+                for line in self.newly_ready(announced):
+                    click.echo(line)
             time.sleep(0.2)
         return 0
+
+    @property
+    def worker_count(self) -> int:
+        return sum(1 for c in self.children if "@" in c.name)
+
+    def newly_ready(self, announced: set[str]) -> list[str]:
+        """One line per worker that finished loading and warming since the last look: what it chose, how long."""
+        from sqlalchemy import select
+
+        from models import Worker, make_engine
+
+        names = [c.name for c in self.children if "@" in c.name and c.name not in announced]
+        engine = make_engine(self.settings.resolved_database_url)
+        try:
+            with engine.connect() as conn:
+                rows = conn.execute(
+                    select(Worker.name, Worker.device, Worker.gpu_name, Worker.memory_policy)
+                    .add_columns(Worker.load_seconds, Worker.warmup_seconds)
+                    .where(Worker.name.in_(names), Worker.state.in_(("ready", "busy")))
+                ).all()
+        except Exception:  # the database may be busy at start: look again at the next round
+            return []
+        finally:
+            engine.dispose()
+        lines = []
+        for name, device, gpu, policy, load, warm in rows:
+            announced.add(name)
+            lines.append(
+                f"worker {name} ready on {gpu or device}: memory policy {policy}, "
+                f"load {load or 0:.1f} s, warmup {warm or 0:.1f} s"
+            )
+        return lines
 
     # 3. Stop: SIGTERM each child's process group (Celery's pool children included), then SIGKILL.
     def stop(self) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -94,6 +95,13 @@ def test_zfarm_up_serves_jobs_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> Non
             wait_for(lambda: _answers(flower), 60, "flower")
             assert httpx.get(flower).status_code == 401
             assert httpx.get(flower, auth=("zfarm", "s3cret")).status_code == 200
+            # the operator is told what each card chose once it is ready
+            up_log = tmp_path / "up.log"
+            wait_for(lambda: " ready on " in up_log.read_text(), 10, "the worker's ready line")
+            said = up_log.read_text()
+            assert "memory policy auto; each card's choice is printed when it is ready" in said
+            ready_line = r"worker cpu0@\S+ ready on cpu[^:]*: memory policy full, load [\d.]+ s, warmup"
+            assert re.search(ready_line, said), said
             # the sqlite database and the embedded Redis' append-only file live in the data dir
             assert (tmp_path / "data" / "zfarm.db").is_file()
             assert (tmp_path / "data" / "redis").is_dir()
