@@ -5,16 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, HttpUrl, model_validator
 
-from api.schemas import (
-    MAX_PROMPT_CHARS,
-    MAX_RENDITIONS,
-    MAX_SEED,
-    Rendition,
-    WebhookOut,
-    unique_rendition_names,
-)
+from api.schemas import MAX_PROMPT_CHARS, MAX_SEED, Renditions, WebhookOut
 from zfarm.presets import PRESET_NAME, ParameterSet, Preset
 
 CellValue = str | int | float | bool | None
@@ -39,9 +32,8 @@ class BatchOptions(BaseModel):
     )
     dedup: bool = Field(True, description="reuse images of succeeded jobs with the same content hash")
     truncate_prompt: bool = False
-    renditions: list[Rendition] = Field(
+    renditions: Renditions = Field(
         default_factory=list,
-        max_length=MAX_RENDITIONS,
         description="extra outputs for every image of the batch (e.g. a 512x512 WebP thumbnail); in an upload, "
         "a JSON list",
     )
@@ -51,11 +43,6 @@ class BatchOptions(BaseModel):
         description="http(s) URL that receives a signed JSON POST (event batch.finished) when no job of the "
         "batch is left to run",
     )
-
-    @field_validator("renditions")
-    @classmethod
-    def _unique_renditions(cls, value: list[Rendition]) -> list[Rendition]:
-        return unique_rendition_names(value)
 
     @model_validator(mode="after")
     def _one_template(self) -> BatchOptions:

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, HttpUrl, field_validator, model_validator
 
 MAX_SEED = 2**63 - 1
 MAX_PROMPT_CHARS = 4000
@@ -56,6 +56,10 @@ def unique_rendition_names(renditions: list[Rendition]) -> list[Rendition]:
     return renditions
 
 
+# A job's or a batch's renditions: at most MAX_RENDITIONS, names unique (they name files and URLs).
+Renditions = Annotated[list[Rendition], Field(max_length=MAX_RENDITIONS), AfterValidator(unique_rendition_names)]
+
+
 class JobCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -80,17 +84,11 @@ class JobCreate(BaseModel):
     callback_url: HttpUrl | None = Field(
         None, max_length=2000, description="http(s) URL that receives a signed JSON POST when the job ends"
     )
-    renditions: list[Rendition] = Field(
+    renditions: Renditions = Field(
         default_factory=list,
-        max_length=MAX_RENDITIONS,
         description="extra outputs per image made on the worker's CPU from the same render, "
         "e.g. a 512x512 WebP thumbnail beside a 1024x1024 PNG master",
     )
-
-    @field_validator("renditions")
-    @classmethod
-    def _unique_renditions(cls, value: list[Rendition]) -> list[Rendition]:
-        return unique_rendition_names(value)
 
     @field_validator("prompt")
     @classmethod
@@ -100,8 +98,7 @@ class JobCreate(BaseModel):
         return value
 
 
-class RenditionOut(BaseModel):
-    name: str
+class StoredFile(BaseModel):
     width: int
     height: int
     format: str
@@ -110,15 +107,13 @@ class RenditionOut(BaseModel):
     url: str
 
 
-class ImageOut(BaseModel):
+class RenditionOut(StoredFile):
+    name: str
+
+
+class ImageOut(StoredFile):
     index: int
     seed: int
-    width: int
-    height: int
-    format: str
-    sha256: str
-    bytes: int
-    url: str
     renditions: list[RenditionOut] = Field(default_factory=list, description="made from this image, as asked")
 
 
