@@ -20,13 +20,13 @@ from api.auth import Principal
 from api.batch_schemas import BatchOptions
 from api.catalog_files import Catalog
 from api.catalog_rows import JobSpec, RowRules, build_jobs
-from api.dedup import copied_images, find_reusable, reused_values
 from api.job_identity import content_hash
 from api.prompt_template import parse_template
 from api.refusals import refuse
 from api.schemas import JobCreate
 from models import Batch, Image, Job, JobStatus, Lane, PromptTemplate, WebhookDelivery
 from models.base import new_id, utcnow
+from models.dedup import copied_images, find_reusable, reused_values
 from zfarm.settings import FarmSettings
 from zfarm.token_window import load_tokenizer
 
@@ -178,6 +178,7 @@ def _rows(
             "row_number": spec.row,
             "lane": Lane.BULK,
             "content_hash": digest,
+            "dedup": batch.dedup,
             "renditions": spec.params.get("renditions") or None,
             "started_at": None,
             "finished_at": None,

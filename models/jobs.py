@@ -4,7 +4,19 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint, false
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    false,
+    true,
+)
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from models.base import Base, new_id, utcnow
@@ -67,6 +79,8 @@ class Job(Base):
     # sha256 of (model id and revision, normalized parameters, seed): equal hashes give equal images.
     content_hash: Mapped[str | None] = mapped_column(String(64), default=None)
     reused_from: Mapped[str | None] = mapped_column(String(32), default=None)  # the job whose images it shares
+    # Whether it may reuse a finished job's images: checked at submission and again when a worker claims it.
+    dedup: Mapped[bool] = mapped_column(default=True, server_default=true())
     idempotency_key: Mapped[str | None] = mapped_column(String(200), default=None, unique=True)
 
     # when

@@ -13,13 +13,14 @@ from functools import partial
 from typing import Any
 
 from celery.exceptions import SoftTimeLimitExceeded
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from models import Image, Job, JobStatus, Worker
 from models.base import utcnow
 from models.db import transaction
+from models.dedup import copied_images, find_reusable, reused_values
 from models.jobs import FINAL_STATUSES
 from worker.batching import batch_limit, claim_companions, split_seconds
 from worker.finishing import Finisher
@@ -58,11 +59,9 @@ class JobContext:
 
 def run_job(job_id: str, ctx: JobContext) -> str:
     """Returns the outcome: succeeded, failed, canceled, dead, skipped or missing."""
-    claimed = claim_job(job_id, ctx)
+    claimed = _claim(job_id, ctx)
     if isinstance(claimed, str):
         log.info("job %s not run: %s", job_id, claimed)
-        if claimed in (JobStatus.CANCELED, JobStatus.DEAD):
-            _notify(job_id, ctx)  # ended here, at the claim
         return claimed
     if (too_long := _over_token_window(claimed, ctx)) is not None:
         return finish_without_images(job_id, ctx, JobStatus.FAILED, too_long)
@@ -95,7 +94,7 @@ def _companions(job_id: str, leader: RenderRequest, ctx: JobContext) -> list[tup
         return []  # a job retried after a crash runs alone: a poison job must not take its batch-mates down again
     limit = batch_limit(leader, ctx.batch_max_images, ctx.batch_max_pixels)
     chosen = []
-    for one, req in claim_companions(job_id, leader, ctx.sessions, limit, lambda other: claim_job(other, ctx)):
+    for one, req in claim_companions(job_id, leader, ctx.sessions, limit, lambda other: _claim(other, ctx)):
         if (too_long := _over_token_window(req, ctx)) is not None:
             finish_without_images(one, ctx, JobStatus.FAILED, too_long)
         else:
@@ -167,6 +166,13 @@ def _cancel_requested(job_id: str, ctx: JobContext) -> bool:
         return bool(s.scalar(select(Job.cancel_requested).where(Job.id == job_id)))
 
 
+def _claim(job_id: str, ctx: JobContext) -> RenderRequest | str:
+    claimed = claim_job(job_id, ctx)
+    if isinstance(claimed, str) and claimed in (JobStatus.CANCELED, JobStatus.DEAD, REUSED):
+        _notify(job_id, ctx)  # it ended here, at the claim
+    return claimed
+
+
 def claim_job(job_id: str, ctx: JobContext) -> RenderRequest | str:
     with transaction(ctx.sessions) as s:
         job = s.get(Job, job_id)
@@ -185,6 +191,8 @@ def claim_job(job_id: str, ctx: JobContext) -> RenderRequest | str:
             job.status, job.finished_at = JobStatus.DEAD, utcnow()
             job.error = f"gave up after {job.attempts} attempts (cap {ctx.max_attempts}); last error: {job.error}"
             return JobStatus.DEAD
+        if _reuse_finished(s, job, ctx):
+            return REUSED
         # Compare-and-set on (status, attempts): of two deliveries racing here, one wins.
         rt = ctx.runtime
         won = s.execute(
@@ -224,6 +232,37 @@ def claim_job(job_id: str, ctx: JobContext) -> RenderRequest | str:
                 "attempt": job.attempts + 1,
             },
         )
+
+
+REUSED = "reused"
+
+
+def _reuse_finished(s: Session, job: Job, ctx: JobContext) -> bool:
+    """Done without rendering when a twin (same content hash, tenant and model) succeeded since it was queued.
+
+    The API reuses what had finished at submission; this catches a twin that was still queued or running
+    then, e.g. a catalog sent twice in a row. The same compare-and-set as a claim: one delivery wins.
+    """
+    if not job.dedup or job.content_hash is None:
+        return False
+    rt = ctx.runtime
+    model = rt.source.model_id if rt.source else rt.model
+    original = find_reusable(s, [job.content_hash], job.tenant, model).get(job.content_hash)
+    if original is None or original.id == job.id:
+        return False
+    now = utcnow()
+    won = s.execute(
+        update(Job)
+        .where(Job.id == job.id, Job.status == job.status, Job.attempts == job.attempts)
+        .values(**reused_values(original), started_at=now, finished_at=now, error=None)
+        .execution_options(synchronize_session=False)
+    ).rowcount
+    if won != 1:
+        return False
+    s.execute(delete(Image).where(Image.job_id == job.id))  # a requeued job may hold an earlier attempt's rows
+    s.execute(insert(Image), copied_images(original, job.id))
+    log.info("job %s reuses the images of job %s (same content hash)", job.id, original.id)
+    return True
 
 
 def _over_token_window(req: RenderRequest, ctx: JobContext) -> str | None:

@@ -11,7 +11,6 @@ from sqlalchemy.exc import IntegrityError
 
 from api.auth import PrincipalDep
 from api.batch_intake import scoped_key
-from api.dedup import copied_images, find_reusable, reused_values
 from api.deps import EnqueuerDep, SessionDep, SettingsDep, StorageDep
 from api.job_identity import content_hash
 from api.progress import job_progress
@@ -30,6 +29,7 @@ from api.schemas import (
 from api.webhook_sweep import send_now
 from models import Image, Job, JobStatus, Lane, WebhookDelivery
 from models.base import utcnow
+from models.dedup import copied_images, find_reusable, reused_values
 from models.jobs import FINAL_STATUSES
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
@@ -155,6 +155,7 @@ def create_job(
         output_format=body.output_format,
         quality=body.quality,
         renditions=[r.model_dump() for r in body.renditions] or None,
+        dedup=body.dedup,
         status=JobStatus.QUEUED,
         attempts=0,
         cancel_requested=False,

@@ -129,6 +129,27 @@ def test_renditions_are_made_from_the_rendered_image_on_the_worker(farm: LiveFar
     )
 
 
+def test_a_twin_queued_while_its_original_waited_reuses_its_images_when_claimed(farm: LiveFarm) -> None:
+    # given: a job, another job, then the first one's twin and a forced twin, all queued before any finished
+    body = {"prompt": "a glass carafe on linen", "width": 256, "height": 256, "steps": 2, "seed": 11}
+    posted = [
+        farm.api.post("/v1/jobs", json=b).json()
+        for b in (body, {**body, "prompt": "a cork board"}, body, {**body, "dedup": False})
+    ]
+    assert all(p["reused_from"] is None for p in posted)  # nothing had finished: the API reused nothing
+    # when
+    original, _, twin, forced = (farm.wait_job(p["id"]) for p in posted)
+    # then: the twin found its original succeeded when the worker claimed it, and shares its images
+    assert original["status"] == twin["status"] == forced["status"] == "succeeded"
+    assert original["reused_from"] is None and original["gpu_seconds"] > 0
+    assert twin["reused_from"] == original["id"] and twin["gpu_seconds"] == 0.0
+    assert twin["images"][0]["sha256"] == original["images"][0]["sha256"]
+    assert farm.api.get(twin["images"][0]["url"]).content == farm.api.get(original["images"][0]["url"]).content
+    # dedup: false renders again (the same bytes: same seed and parameters)
+    assert forced["reused_from"] is None and forced["gpu_seconds"] > 0
+    assert forced["images"][0]["sha256"] == original["images"][0]["sha256"]
+
+
 def test_a_duplicate_message_for_a_finished_job_changes_nothing(farm: LiveFarm) -> None:
     job = farm.wait_job(
         farm.api.post("/v1/jobs", json={"prompt": "a steel kettle", "width": 256, "height": 256}).json()["id"]

@@ -1,5 +1,8 @@
 """Reusing finished images: a job whose content hash matches a succeeded job's is done without a GPU.
 
+Checked twice: by the API when the job is submitted, and by the worker when it claims the job, so that a
+job queued while its twin was still queued or running (a catalog sent twice in a row) does not render again.
+
 Image keys derive from job id and index (`zfarm.storage.image_key`), and a reused job's Image rows keep the
 original job's storage keys: the bytes are shared, never copied. That keeps the key rule intact, since
 nothing new is written under a key, and an original is never rerun (a succeeded job is final), so
@@ -14,7 +17,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from models import Job, JobStatus
+from models.jobs import Job, JobStatus
 
 CHUNK = 500  # ids per IN (...) list: well under every driver's parameter limit
 
