@@ -25,6 +25,8 @@ TEMPLATE = "studio product photo of a {material} {product} on {setting}, soft li
 DEMO_SIZE = 512
 DEMO_PARAMETERS = {"width": DEMO_SIZE, "height": DEMO_SIZE}
 DEMO_SEED = 1000  # each SKU's seed derives from it: the same catalog gives the same images on every run
+# A listing thumbnail beside each master, made on the worker's CPU from the same render.
+DEMO_RENDITIONS = [{"name": "thumb", "width": 256, "height": 256, "format": "webp", "quality": 85}]
 READY_TIMEOUT = 600.0
 
 
@@ -60,7 +62,12 @@ def run_demo(settings: FarmSettings, catalog: Path | None, out: Path | None) -> 
             wait_until_ready(client, farm, stop)
             path = catalog or files.enter_context(resources.as_file(resources.files("zfarm.data") / "demo_catalog.csv"))
             created = client.upload_batch(
-                path, template=TEMPLATE, defaults=DEMO_PARAMETERS, seed=DEMO_SEED, name="demo"
+                path,
+                template=TEMPLATE,
+                defaults=DEMO_PARAMETERS,
+                seed=DEMO_SEED,
+                name="demo",
+                renditions=DEMO_RENDITIONS,
             )
             if created["jobs_reused"]:
                 click.echo(
@@ -72,7 +79,7 @@ def run_demo(settings: FarmSettings, catalog: Path | None, out: Path | None) -> 
         click.echo("stopping the farm ...")
         farm.stop()
     click.echo(summary(final))
-    click.echo(f"images (named by SKU) and manifest.csv in {out}")
+    click.echo(f"images (named by SKU), 256x256 WebP thumbnails in thumb/ and manifest.csv in {out}")
     if settings.model == TINY_MODEL:
         click.secho("Reminder: these images come from the tiny random test model and are noise.", fg="yellow")
     return 0 if final.get("status") == "succeeded" else 1
