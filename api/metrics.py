@@ -70,14 +70,13 @@ class FarmCollector(Collector):
         for status in JobStatus:
             jobs.add_metric([status.value], counts.get(status.value, 0))
         yield jobs
-        masters = s.scalar(select(func.count()).select_from(Image).where(Image.rendition == MASTER)) or 0
-        made = s.scalar(select(func.count()).select_from(Image).where(Image.rendition != MASTER)) or 0
-        by_kind = {True: masters, False: made}
+        per_rendition = dict(s.execute(select(Image.rendition, func.count()).group_by(Image.rendition)).all())
+        masters = per_rendition.pop(MASTER, 0)
         images = CounterMetricFamily("zfarm_images_rendered", "Images rendered and stored.")
-        images.add_metric([], by_kind.get(True, 0))
+        images.add_metric([], masters)
         yield images
         renditions = CounterMetricFamily("zfarm_renditions_made", "Renditions made on workers from rendered images.")
-        renditions.add_metric([], by_kind.get(False, 0))
+        renditions.add_metric([], sum(per_rendition.values()))
         yield renditions
         dialect = s.get_bind().dialect.name
         succeeded = Job.status == JobStatus.SUCCEEDED

@@ -9,10 +9,12 @@ from zfarm.settings import FarmSettings
 from zfarm.token_window import MAX_TOKENS, count_tokens, load_tokenizer
 
 
+def problem(field: str, value: object, rule: str) -> dict[str, object]:
+    return {"field": field, "value": value, "rule": rule, "message": f"{field}: {rule} (got {value!r})"}
+
+
 def refuse(field: str, value: object, rule: str) -> HTTPException:
-    return HTTPException(
-        422, detail=[{"field": field, "value": value, "rule": rule, "message": f"{field}: {rule} (got {value!r})"}]
-    )
+    return HTTPException(422, detail=[problem(field, value, rule)])
 
 
 def check_job(body: JobCreate, settings: FarmSettings) -> None:
@@ -20,7 +22,7 @@ def check_job(body: JobCreate, settings: FarmSettings) -> None:
     if pixels > settings.max_pixels:
         raise refuse("width*height", pixels, f"must be at most {settings.max_pixels} pixels on this farm")
     if problems := rendition_problems(body.width, body.height, body.renditions):
-        raise HTTPException(422, detail=[refuse(*p).detail[0] for p in problems])
+        raise HTTPException(422, detail=[problem(*p) for p in problems])
     tokenizer = load_tokenizer(settings.model, settings.model_revision)
     if tokenizer is None or body.truncate_prompt:
         return  # no tokenizer on this host: the worker counts before rendering and refuses there

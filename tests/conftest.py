@@ -19,6 +19,10 @@ from pathlib import Path
 import pytest
 import redis
 import sqlalchemy as sa
+from sqlalchemy.orm import Session, sessionmaker
+
+from migrations.runner import upgrade
+from models import make_engine, make_session_factory
 
 PG_ADMIN_URL = os.environ.get("ZFARM_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 _state: dict[str, object] = {}
@@ -118,3 +122,12 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
         conn.execute(sa.text("DROP SCHEMA public CASCADE; CREATE SCHEMA public"))
     engine.dispose()
     yield base
+
+
+@pytest.fixture
+def sessions(database_url: str) -> Iterator[sessionmaker[Session]]:
+    """Sessions on a fresh database of each kind, migrated to head."""
+    upgrade(database_url)
+    engine = make_engine(database_url)
+    yield make_session_factory(engine)
+    engine.dispose()

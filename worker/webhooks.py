@@ -23,6 +23,7 @@ from models.base import utcnow
 from models.batch_stats import batch_stats
 from models.db import transaction
 from models.webhooks import MAX_BACKOFF_SECONDS, take_due
+from zfarm.image_urls import image_records
 from zfarm.settings import FarmSettings
 from zfarm.webhook_signing import SIGNATURE_HEADER, sign
 
@@ -56,31 +57,7 @@ def job_payload(job: Job, base_url: str) -> dict[str, Any]:
         "model_id": job.model_id,
         "model_revision": job.model_revision,
         "test_model_noise": job.model_id == TEST_MODEL,
-        "images": [
-            {
-                "index": im.index,
-                "seed": im.seed,
-                "width": im.width,
-                "height": im.height,
-                "format": im.format,
-                "sha256": im.sha256,
-                "bytes": im.bytes,
-                "url": f"{base_url}/v1/jobs/{job.id}/images/{im.index}",
-                "renditions": [
-                    {
-                        "name": r.rendition,
-                        "width": r.width,
-                        "height": r.height,
-                        "format": r.format,
-                        "sha256": r.sha256,
-                        "bytes": r.bytes,
-                        "url": f"{base_url}/v1/jobs/{job.id}/images/{im.index}/renditions/{r.rendition}",
-                    }
-                    for r in job.renditions_of(im.index)
-                ],
-            }
-            for im in job.masters
-        ],
+        "images": image_records(job, base_url),
     }
 
 

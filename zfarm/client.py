@@ -22,6 +22,7 @@ from typing import Any
 import httpx
 
 from zfarm.client_batches import AsyncBatchCalls, BatchCalls
+from zfarm.image_urls import image_path
 
 FINAL = frozenset({"succeeded", "failed", "canceled", "dead"})
 EXT = {"png": "png", "webp": "webp", "jpeg": "jpg"}
@@ -61,11 +62,6 @@ def _check(response: httpx.Response) -> httpx.Response:
 
 def _job_body(prompt: str, params: dict[str, Any]) -> dict[str, Any]:
     return {"prompt": prompt, **{k: v for k, v in params.items() if v is not None}}
-
-
-def _image_url(job_id: str, index: int, rendition: str | None) -> str:
-    url = f"/v1/jobs/{job_id}/images/{index}"
-    return f"{url}/renditions/{rendition}" if rendition else url
 
 
 def _job_files(directory: Path, job: Job) -> list[tuple[Path, int, str | None]]:
@@ -220,7 +216,7 @@ class Client(BatchCalls):
 
     def image_bytes(self, job_id: str, index: int = 0, rendition: str | None = None) -> bytes:
         """One image's bytes, or those of one of its renditions by name."""
-        return _check(self.http.get(_image_url(job_id, index, rendition))).content
+        return _check(self.http.get(image_path(job_id, index, rendition))).content
 
     def download(self, job_id: str, directory: str | Path) -> list[Path]:
         """Writes the job's images and their renditions into `directory`; returns the paths."""
@@ -323,7 +319,7 @@ class AsyncClient(AsyncBatchCalls):
         return None
 
     async def image_bytes(self, job_id: str, index: int = 0, rendition: str | None = None) -> bytes:
-        return _check(await self.http.get(_image_url(job_id, index, rendition))).content
+        return _check(await self.http.get(image_path(job_id, index, rendition))).content
 
     async def download(self, job_id: str, directory: str | Path) -> list[Path]:
         out = Path(directory)

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import click
+from sqlalchemy import Engine, select
 
 from migrations.runner import upgrade
 from zfarm.gpus import visible_gpus
@@ -128,44 +129,49 @@ class Farm:
 
     # 2. Watch: a child that exits on its own stops the farm (a half farm is worse than none).
     def wait(self, stop_flag: list[bool]) -> int:
+        from models import make_engine
+
         announced: set[str] = set()
         next_look = 0.0
-        while not stop_flag[0]:
-            for child in self.children:
-                code = child.proc.poll()
-                if code is not None:
-                    click.echo(f"zfarm: {child.name} exited with code {code}; stopping the farm", err=True)
-                    return 1
-            if time.monotonic() >= next_look and len(announced) < self.worker_count:
-                next_look = time.monotonic() + 1.0
-                for line in self.newly_ready(announced):
-                    click.echo(line)
-            time.sleep(0.2)
-        return 0
+        engine = make_engine(self.settings.resolved_database_url)  # read until every worker is announced
+        try:
+            while not stop_flag[0]:
+                for child in self.children:
+                    code = child.proc.poll()
+                    if code is not None:
+                        click.echo(f"zfarm: {child.name} exited with code {code}; stopping the farm", err=True)
+                        return 1
+                if time.monotonic() >= next_look and len(announced) < self.worker_count:
+                    next_look = time.monotonic() + 1.0
+                    for line in self.newly_ready(engine, announced):
+                        click.echo(line)
+                time.sleep(0.2)
+            return 0
+        finally:
+            engine.dispose()
 
     @property
     def worker_count(self) -> int:
         return sum(1 for c in self.children if "@" in c.name)
 
-    def newly_ready(self, announced: set[str]) -> list[str]:
+    def newly_ready(self, engine: Engine, announced: set[str]) -> list[str]:
         """One line per worker that finished loading and warming since the last look: what it chose, how long."""
-        from sqlalchemy import select
-
-        from models import Worker, make_engine
+        from models import Worker
 
         names = [c.name for c in self.children if "@" in c.name and c.name not in announced]
-        engine = make_engine(self.settings.resolved_database_url)
+        query = select(
+            Worker.name,
+            Worker.device,
+            Worker.gpu_name,
+            Worker.memory_policy,
+            Worker.load_seconds,
+            Worker.warmup_seconds,
+        ).where(Worker.name.in_(names), Worker.state.in_(("ready", "busy")))
         try:
             with engine.connect() as conn:
-                rows = conn.execute(
-                    select(Worker.name, Worker.device, Worker.gpu_name, Worker.memory_policy)
-                    .add_columns(Worker.load_seconds, Worker.warmup_seconds)
-                    .where(Worker.name.in_(names), Worker.state.in_(("ready", "busy")))
-                ).all()
+                rows = conn.execute(query).all()
         except Exception:  # the database may be busy at start: look again at the next round
             return []
-        finally:
-            engine.dispose()
         lines = []
         for name, device, gpu, policy, load, warm in rows:
             announced.add(name)

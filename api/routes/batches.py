@@ -20,13 +20,14 @@ from api.batch_reports import batch_jobs, batch_stats
 from api.batch_schemas import BatchCreate, BatchCreated, BatchList, BatchOptions, BatchOut, RetryOut
 from api.catalog_files import decode_utf8, detect_format, read_csv, read_json_rows, read_jsonl
 from api.deps import SessionDep, StorageDep
-from api.manifest import csv_chunks
+from api.manifest import ImageUrl, csv_chunks
 from api.refusals import Refusal, refuse
 from api.schemas import WebhookOut
 from api.webhook_sweep import send_now
 from models import Batch, Job, JobStatus, WebhookDelivery
 from models.base import utcnow
 from models.webhooks import reopen_batch_delivery
+from zfarm.image_urls import image_path
 from zfarm.settings import FarmSettings
 
 router = APIRouter(prefix="/v1/batches", tags=["batches"])
@@ -269,15 +270,9 @@ def get_batch_archive(
     )
 
 
-def _image_url(request: Request):  # type: ignore[no-untyped-def]
+def _image_url(request: Request) -> ImageUrl:
     base = str(request.base_url).rstrip("/")
-
-    # url_for per image is slow for 10,000 lines; the path shapes are the routes' own.
-    def image_url(job_id: str, index: int, rendition: str = "") -> str:
-        url = f"{base}/v1/jobs/{job_id}/images/{index}"
-        return f"{url}/renditions/{rendition}" if rendition else url
-
-    return image_url
+    return lambda job_id, index, rendition="": base + image_path(job_id, index, rendition)
 
 
 @router.post("/{batch_id}/retry-failed", response_model=RetryOut)

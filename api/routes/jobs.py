@@ -23,7 +23,6 @@ from api.schemas import (
     JobCreate,
     JobList,
     JobOut,
-    RenditionOut,
     WebhookOut,
 )
 from api.webhook_sweep import send_now
@@ -31,6 +30,7 @@ from models import Image, Job, JobStatus, Lane, WebhookDelivery
 from models.base import utcnow
 from models.dedup import copied_images, find_reusable, reused_values
 from models.jobs import FINAL_STATUSES
+from zfarm.image_urls import image_records
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 MEDIA_TYPES = {"png": "image/png", "webp": "image/webp", "jpeg": "image/jpeg"}
@@ -75,31 +75,7 @@ def job_out(job: Job, request: Request) -> JobOut:
         progress=job_progress(job),
         callback_url=job.webhook.url if job.webhook else None,
         webhook=WebhookOut.model_validate(job.webhook, from_attributes=True) if job.webhook else None,
-        images=[
-            ImageOut(
-                index=im.index,
-                seed=im.seed,
-                width=im.width,
-                height=im.height,
-                format=im.format,
-                sha256=im.sha256,
-                bytes=im.bytes,
-                url=str(request.url_for("get_job_image", job_id=job.id, index=im.index)),
-                renditions=[
-                    RenditionOut(
-                        name=r.rendition,
-                        width=r.width,
-                        height=r.height,
-                        format=r.format,
-                        sha256=r.sha256,
-                        bytes=r.bytes,
-                        url=str(request.url_for("get_job_rendition", job_id=job.id, index=im.index, name=r.rendition)),
-                    )
-                    for r in job.renditions_of(im.index)
-                ],
-            )
-            for im in job.masters
-        ],
+        images=[ImageOut.model_validate(record) for record in image_records(job, str(request.base_url))],
         lane=job.lane,
         batch_id=job.batch_id,
         item_key=job.item_key,

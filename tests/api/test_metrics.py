@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -17,17 +16,9 @@ from api.app import create_app
 from api.keys import create_key
 from api.metrics import FarmCollector
 from migrations.runner import upgrade
-from models import DeliveryState, Image, Job, JobStatus, WebhookDelivery, Worker, make_engine, make_session_factory
+from models import DeliveryState, Image, Job, JobStatus, WebhookDelivery, Worker
 from models.base import utcnow
 from zfarm.settings import FarmSettings
-
-
-@pytest.fixture
-def sessions(database_url: str) -> Iterator[sessionmaker[Session]]:
-    upgrade(database_url)
-    engine = make_engine(database_url)
-    yield make_session_factory(engine)
-    engine.dispose()
 
 
 def _job(status: str, latency: float | None = None, gpu: float | None = None, error: str | None = None) -> Job:

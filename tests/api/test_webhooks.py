@@ -17,7 +17,7 @@ from api.app import create_app
 from api.webhook_sweep import send_due_webhooks
 from broker_config.celery_app import app as celery_app
 from migrations.runner import upgrade
-from models import Batch, DeliveryState, Job, JobStatus, WebhookDelivery, make_engine, make_session_factory
+from models import Batch, DeliveryState, Job, JobStatus, WebhookDelivery
 from models.base import utcnow
 from models.webhooks import reopen_batch_delivery, take_due
 from tests.http_servers import Receiver, webhook_receiver
@@ -27,14 +27,6 @@ from zfarm.settings import FarmSettings
 from zfarm.webhook_signing import SIGNATURE_HEADER, SignatureError, sign, verify
 
 SECRET = "unit-test-secret-0123456789"
-
-
-@pytest.fixture
-def sessions(database_url: str) -> Iterator[sessionmaker[Session]]:
-    upgrade(database_url)
-    engine = make_engine(database_url)
-    yield make_session_factory(engine)
-    engine.dispose()
 
 
 @pytest.fixture
