@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from api.auth import Principal
 from api.batch_schemas import BatchOptions
+from api.callbacks import callback_problem
 from api.catalog_files import Catalog
 from api.catalog_rows import JobSpec, RowRules, build_jobs
 from api.job_identity import content_hash
@@ -75,10 +76,9 @@ def accept_batch(
     if (earlier := replayed_batch(session, intake)) is not None:
         return earlier, True
     opts = intake.options
-    if opts.callback_url is not None and not settings.webhook_secret:
-        raise refuse(
-            "this farm has no ZFARM_WEBHOOK_SECRET to sign webhooks", field="callback_url", value=str(opts.callback_url)
-        )
+    if (bad_callback := callback_problem(opts.callback_url, settings)) is not None:
+        value, rule = bad_callback
+        raise refuse(rule, field="callback_url", value=value)
     rules = _row_rules(session, settings, principal, opts)
     tokenizer = load_tokenizer(settings.model, settings.model_revision)
     specs = build_jobs(intake.catalog, rules, tokenizer)

@@ -53,6 +53,8 @@ class Receiver:
     url: str
     requests: list[Received] = field(default_factory=list)
     plans: dict[str, list[int]] = field(default_factory=dict)
+    bodies: dict[str, bytes] = field(default_factory=dict)  # what a path answers (default b"ok")
+    delays: dict[str, float] = field(default_factory=dict)  # seconds a path waits before answering
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def fail_first(self, path: str, *codes: int) -> str:
@@ -75,10 +77,13 @@ def webhook_receiver() -> Iterator[Receiver]:
                 receiver.requests.append(Received(self.path, dict(self.headers.items()), body, time.monotonic()))
                 plan = receiver.plans.get(self.path) or []
                 code = plan.pop(0) if plan else 200
+                answer = receiver.bodies.get(self.path, b"ok")
+                delay = receiver.delays.get(self.path, 0.0)
+            time.sleep(delay)
             self.send_response(code)
-            self.send_header("Content-Length", "2")
+            self.send_header("Content-Length", str(len(answer)))
             self.end_headers()
-            self.wfile.write(b"ok")
+            self.wfile.write(answer)
 
         def log_message(self, *_: object) -> None:
             return

@@ -10,25 +10,31 @@ from sqlalchemy.orm import Session, sessionmaker
 from broker_config.celery_app import app
 from broker_config.task_names import DELIVER_WEBHOOK
 from models import make_engine, make_session_factory
+from worker.webhook_slots import TenantSlots
 from worker.webhooks import deliver_once
 from zfarm.settings import get_settings
 
 _sessions: sessionmaker[Session] | None = None
+_slots: TenantSlots | None = None
 _lock = threading.Lock()
 
 
-def _get_sessions() -> sessionmaker[Session]:
-    # One engine for the whole process; the threads pool shares it (nothing here forks).
-    global _sessions
+def _process_state() -> tuple[sessionmaker[Session], TenantSlots]:
+    # One engine and one Redis client for the whole process; the threads pool shares them (nothing here forks).
+    global _sessions, _slots
     with _lock:
-        if _sessions is None:
-            _sessions = make_session_factory(make_engine(get_settings().resolved_database_url))
-        return _sessions
+        if _sessions is None or _slots is None:
+            s = get_settings()
+            _sessions = make_session_factory(make_engine(s.resolved_database_url))
+            # A slot outlives its delivery's longest attempt, so a sender killed mid-POST frees it by itself.
+            _slots = TenantSlots(s.resolved_redis_url, s.webhook_tenant_concurrency, s.webhook_timeout_seconds + 30)
+        return _sessions, _slots
 
 
 @app.task(name=DELIVER_WEBHOOK, bind=True, max_retries=None)
 def deliver_webhook(self: Task, delivery_id: str) -> str:
-    outcome = deliver_once(delivery_id, _get_sessions(), get_settings())
+    sessions, slots = _process_state()
+    outcome = deliver_once(delivery_id, sessions, get_settings(), slots)
     if outcome.retry_in is not None:
         raise self.retry(countdown=outcome.retry_in)
     return outcome.state

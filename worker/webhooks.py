@@ -7,9 +7,12 @@ should use the X-Zfarm-Delivery header to drop repeats.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import random
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,9 +26,11 @@ from models.base import utcnow
 from models.batch_stats import batch_stats
 from models.db import transaction
 from models.webhooks import MAX_BACKOFF_SECONDS, take_due
+from worker.webhook_slots import TenantSlots
 from zfarm.image_urls import image_records
 from zfarm.settings import FarmSettings
 from zfarm.webhook_signing import SIGNATURE_HEADER, sign
+from zfarm.webhook_targets import IPNetwork, Target, UnsafeTarget, target_for_sending
 
 log = logging.getLogger(__name__)
 TEST_MODEL = "tiny"
@@ -100,6 +105,7 @@ class Attempt:
     body: bytes
     number: int
     event: str
+    tenant: str | None = None
 
 
 @dataclass(frozen=True)
@@ -108,19 +114,43 @@ class Outcome:
     retry_in: float | None = None  # seconds until the next attempt, when there is one
 
 
-def deliver_once(delivery_id: str, sessions: sessionmaker[Session], settings: FarmSettings) -> Outcome:
+@dataclass(frozen=True)
+class Answer:
+    """What one POST came to. `error` is None for a 2xx answer; `final` means no retry can help."""
+
+    status_code: int | None
+    error: str | None
+    final: bool = False
+
+
+DEFER_SECONDS = (1.0, 3.0)  # a delivery whose tenant has every slot taken comes back after this long
+
+
+def deliver_once(
+    delivery_id: str, sessions: sessionmaker[Session], settings: FarmSettings, slots: TenantSlots | None = None
+) -> Outcome:
     """One attempt for a webhook delivery; says whether and when to try again."""
     if not settings.webhook_secret:
         raise RuntimeError("ZFARM_WEBHOOK_SECRET is not set: webhooks cannot be signed")
     attempt = _prepare(delivery_id, sessions, settings.resolved_public_url)
     if attempt is None:
         return Outcome("skipped")
-    status_code, error = post(attempt, settings.webhook_secret, settings.webhook_timeout_seconds)
-    state = _record(sessions, attempt, status_code, error, settings.webhook_max_attempts)
+    if slots is not None and not slots.acquire(attempt.tenant, attempt.delivery_id):
+        # Not an attempt: the receiver was not asked. The row stays pending; the task comes back.
+        return Outcome("deferred", random.uniform(*DEFER_SECONDS))
+    try:
+        answer = post(attempt, settings.webhook_secret, settings.webhook_timeout_seconds, settings.webhook_allow)
+    finally:
+        if slots is not None:
+            slots.release(attempt.tenant, attempt.delivery_id)
+    max_attempts = attempt.number if answer.final else settings.webhook_max_attempts
+    state = _record(sessions, attempt, answer.status_code, answer.error, max_attempts)
     if state == DeliveryState.PENDING:
         return Outcome(state, backoff_seconds(attempt.number, settings.webhook_backoff_seconds))
     if state == DeliveryState.FAILED:
-        log.warning("webhook %s (%s) failed after %d attempts: %s", delivery_id, attempt.event, attempt.number, error)
+        log.warning(
+            "webhook %s (%s) failed after %d attempts: %s", delivery_id, attempt.event, attempt.number, answer.error
+        )
     return Outcome(state)
 
 
@@ -142,15 +172,23 @@ def _prepare(delivery_id: str, sessions: sessionmaker[Session], base_url: str) -
             "attempt": number,
             "sent_at": utcnow().isoformat(),
         }
+        tenant = None
         if row.batch is not None:
             body["batch"] = batch_payload(s, row.batch, base_url)
+            tenant = row.batch.tenant
         elif row.job is not None:
             body["job"] = job_payload(row.job, base_url)
-        return Attempt(row.id, row.url, json.dumps(body, separators=(",", ":")).encode(), number, row.event)
+            tenant = row.job.tenant
+        body_bytes = json.dumps(body, separators=(",", ":")).encode()
+        return Attempt(row.id, row.url, body_bytes, number, row.event, tenant)
 
 
-def post(attempt: Attempt, secret: str, timeout: float) -> tuple[int | None, str | None]:
-    """Returns (status code, error); error is None for a 2xx answer."""
+def post(attempt: Attempt, secret: str, timeout: float, allow: Sequence[IPNetwork] = ()) -> Answer:
+    """One signed POST to a checked address, within `timeout` seconds in all (resolving included).
+
+    The receiver's body is never read: what it says is not shown to the tenant (a tenant must not be able
+    to read a service through the farm), only the status code and its standard reason.
+    """
     headers = {
         "Content-Type": "application/json",
         "User-Agent": "zfarm-webhooks/0.1",
@@ -159,13 +197,38 @@ def post(attempt: Attempt, secret: str, timeout: float) -> tuple[int | None, str
         "X-Zfarm-Attempt": str(attempt.number),
         SIGNATURE_HEADER: sign(secret, attempt.body, int(time.time())),
     }
+    deadline = time.monotonic() + timeout
     try:
-        response = httpx.post(attempt.url, content=attempt.body, headers=headers, timeout=timeout)
+        target = target_for_sending(attempt.url, allow, timeout)
+    except UnsafeTarget as exc:
+        return Answer(None, f"not sent: callback_url {exc}", final=True)
+    except OSError as exc:
+        return Answer(None, f"could not resolve the receiver's host: {exc}")
+    left = max(deadline - time.monotonic(), 0.1)
+    try:
+        status_code = asyncio.run(asyncio.wait_for(_send(target, attempt.body, headers, left), left))
+    except TimeoutError:
+        return Answer(None, f"no answer within {timeout:g} s")
     except httpx.HTTPError as exc:
-        return None, f"{type(exc).__name__}: {exc}"
-    if 200 <= response.status_code < 300:
-        return response.status_code, None
-    return response.status_code, f"HTTP {response.status_code}: {response.text[:200]}"
+        return Answer(None, f"{type(exc).__name__}: {str(exc)[:200]}")
+    if 200 <= status_code < 300:
+        return Answer(status_code, None)
+    return Answer(status_code, f"HTTP {status_code} {httpx.codes.get_reason_phrase(status_code)}".rstrip())
+
+
+async def _send(target: Target, body: bytes, headers: dict[str, str], timeout: float) -> int:
+    # Connect to the address that was checked, speak to the name: the Host header and the TLS server name
+    # (which the certificate is checked against) stay the URL's, so no second DNS lookup can redirect it.
+    url = target.url
+    headers = {**headers, "Host": url.netloc.decode("ascii")}
+    extensions = {"sni_hostname": url.host} if url.scheme == "https" else {}
+    async with httpx.AsyncClient(trust_env=False, follow_redirects=False, timeout=timeout) as client:
+        request = client.build_request(
+            "POST", url.copy_with(host=target.address), content=body, headers=headers, extensions=extensions
+        )
+        response = await client.send(request, stream=True)
+        await response.aclose()
+        return response.status_code
 
 
 def _record(

@@ -15,6 +15,7 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from zfarm.presets import PRESET_NAME, SHIPPED, Preset
+from zfarm.webhook_targets import IPNetwork, parse_networks
 
 MemoryPolicy = Literal["auto", "full", "model-offload", "sequential-offload"]
 CompileMode = Literal["auto", "on", "off"]
@@ -80,7 +81,15 @@ class FarmSettings(BaseSettings):
     webhook_secret: str | None = Field(None, min_length=16)
     webhook_max_attempts: int = Field(8, ge=1, le=50)
     webhook_backoff_seconds: float = Field(2.0, gt=0, le=300)
+    # The whole of one delivery attempt (resolve, connect, send, answer), not per read: a receiver that
+    # trickles bytes cannot hold a sender thread longer than this.
     webhook_timeout_seconds: float = Field(10.0, gt=0, le=120)
+    # Receivers on loopback, private or link-local addresses are refused unless their network is listed here
+    # (CIDRs, comma separated): a tenant's callback_url must not reach the farm's own network.
+    webhook_allow_networks: str | None = None
+    # Deliveries of one tenant in flight at once across the senders; the rest wait their turn without
+    # holding a thread, so one tenant's slow receiver cannot delay another tenant's webhooks.
+    webhook_tenant_concurrency: int = Field(2, ge=1, le=1000)
     max_upload_bytes: int = Field(64 * 1024 * 1024, ge=1024)
 
     # Catalog campaigns (batches).
@@ -112,6 +121,16 @@ class FarmSettings(BaseSettings):
         if value is not None and "://" not in value:
             raise ValueError(f"must be a URL with a scheme, like redis://host:6379/0 (got {value!r})")
         return value
+
+    @field_validator("webhook_allow_networks")
+    @classmethod
+    def _networks(cls, value: str | None) -> str | None:
+        parse_networks(value)  # raises naming the bad item
+        return value
+
+    @property
+    def webhook_allow(self) -> tuple[IPNetwork, ...]:
+        return parse_networks(self.webhook_allow_networks)
 
     @property
     def api_is_loopback(self) -> bool:

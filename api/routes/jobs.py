@@ -11,6 +11,7 @@ from sqlalchemy.exc import IntegrityError
 
 from api.auth import PrincipalDep
 from api.batch_intake import scoped_key
+from api.callbacks import callback_problem
 from api.deps import EnqueuerDep, SessionDep, SettingsDep, StorageDep
 from api.job_identity import content_hash
 from api.progress import job_progress
@@ -113,8 +114,8 @@ def create_job(
         response.headers["Location"] = str(request.url_for("get_job", job_id=earlier.id))
         return job_out(earlier, request)
     check_job(body, settings)
-    if body.callback_url is not None and not settings.webhook_secret:
-        raise refuse("callback_url", str(body.callback_url), "this farm has no ZFARM_WEBHOOK_SECRET to sign webhooks")
+    if (bad_callback := callback_problem(body.callback_url, settings)) is not None:
+        raise refuse("callback_url", *bad_callback)
     request.app.state.quotas.check_submit(session, principal)
     # 1. Commit the row first: a 202 means the job exists even if Redis is down right now.
     job = Job(

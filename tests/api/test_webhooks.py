@@ -27,6 +27,7 @@ from zfarm.settings import FarmSettings
 from zfarm.webhook_signing import SIGNATURE_HEADER, SignatureError, sign, verify
 
 SECRET = "unit-test-secret-0123456789"
+LOOPBACK = "127.0.0.0/8"  # the tests' receivers listen on loopback, which a farm refuses unless listed
 
 
 @pytest.fixture
@@ -62,7 +63,11 @@ def _delivery(sessions: sessionmaker[Session], job_id: str) -> WebhookDelivery:
 def test_callback_url_other_than_http_is_refused_naming_field_value_rule(tmp_path: Path, url: str, rule: str) -> None:
     db = f"sqlite:///{tmp_path / 'z.db'}"
     upgrade(db)
-    with TestClient(create_app(FarmSettings(data_dir=tmp_path, database_url=db, webhook_secret=SECRET))) as api:
+    with TestClient(
+        create_app(
+            FarmSettings(data_dir=tmp_path, database_url=db, webhook_secret=SECRET, webhook_allow_networks=LOOPBACK)
+        )
+    ) as api:
         response = api.post("/v1/jobs", json={"prompt": "a mug", "callback_url": url})
         with api.app.state.sessions() as s:
             rows = s.scalar(select(func.count()).select_from(Job))
@@ -125,7 +130,9 @@ def test_delivery_gives_up_after_the_last_attempt_with_the_reason(
     # given: a receiver that always answers 500, and two attempts allowed
     url = receiver.fail_first("/down", 500, 500, 500)
     job_id = _job(sessions, url, JobStatus.SUCCEEDED, DeliveryState.PENDING)
-    settings = FarmSettings(data_dir=tmp_path, webhook_secret=SECRET, webhook_max_attempts=2)
+    settings = FarmSettings(
+        data_dir=tmp_path, webhook_secret=SECRET, webhook_allow_networks=LOOPBACK, webhook_max_attempts=2
+    )
     # when
     first = deliver_once(job_id, sessions, settings)
     second = deliver_once(job_id, sessions, settings)
@@ -142,7 +149,9 @@ def test_unreachable_receiver_is_recorded_as_a_connection_error(
     sessions: sessionmaker[Session], tmp_path: Path
 ) -> None:
     job_id = _job(sessions, f"http://127.0.0.1:{free_port()}/nobody", JobStatus.SUCCEEDED, DeliveryState.PENDING)
-    outcome = deliver_once(job_id, sessions, FarmSettings(data_dir=tmp_path, webhook_secret=SECRET))
+    outcome = deliver_once(
+        job_id, sessions, FarmSettings(data_dir=tmp_path, webhook_secret=SECRET, webhook_allow_networks=LOOPBACK)
+    )
     row = _delivery(sessions, job_id)
     assert outcome.state == DeliveryState.PENDING and outcome.retry_in == 2.0
     assert row.last_status_code is None and row.last_error.startswith("ConnectError")
@@ -206,7 +215,9 @@ def test_batch_payload_has_counts_links_and_the_keys_that_did_not_succeed(
     with sessions() as s:
         [delivery_id] = take_due(s, batch_id=batch_id)
         s.commit()
-    settings = FarmSettings(data_dir=tmp_path, webhook_secret=SECRET, public_url="http://farm.example")
+    settings = FarmSettings(
+        data_dir=tmp_path, webhook_secret=SECRET, webhook_allow_networks=LOOPBACK, public_url="http://farm.example"
+    )
     # when
     outcome = deliver_once(delivery_id, sessions, settings)
     # then
@@ -250,7 +261,11 @@ def test_batch_callback_url_is_refused_without_a_secret_and_recorded_with_one(tm
         [problem] = refused.json()["detail"]
         assert problem["field"] == "callback_url" and "ZFARM_WEBHOOK_SECRET" in problem["rule"]
         assert api.get("/v1/batches").json()["batches"] == []
-    with TestClient(create_app(FarmSettings(data_dir=tmp_path, database_url=db, webhook_secret=SECRET))) as api:
+    with TestClient(
+        create_app(
+            FarmSettings(data_dir=tmp_path, database_url=db, webhook_secret=SECRET, webhook_allow_networks=LOOPBACK)
+        )
+    ) as api:
         created = api.post("/v1/batches", json=body)
         assert created.status_code == 202, created.text
         batch = api.get(created.json()["url"]).json()

@@ -27,6 +27,7 @@ from zfarm.settings import FarmSettings
 
 WORKER_NAME = "cpu0@zfarm-e2e"
 WEBHOOK_SECRET = "test-webhook-secret-0123456789"
+LOOPBACK = "127.0.0.0/8"  # the receivers in these tests listen on loopback, refused unless listed
 FLOWER_AUTH = ("zfarm", "flower-test-password")
 CHROMIUM_FLAGS = [
     "--no-sandbox",
@@ -68,13 +69,19 @@ def observed_farm(data: Path) -> Iterator[ObservedFarm]:
         api_port=api_port,
         auth=False,
         webhook_secret=WEBHOOK_SECRET,
+        webhook_allow_networks=LOOPBACK,
         worker_offline_after_seconds=10,
         flower_port=free_port(),
         flower_user=FLOWER_AUTH[0],
     )
     # A render queue of its own, as every test farm has: farms alive at once never take each other's jobs.
     queue = f"{os.environ['ZFARM_QUEUE']}-observed-{uuid.uuid4().hex[:6]}"
-    hooks = {"ZFARM_WEBHOOK_SECRET": WEBHOOK_SECRET, "ZFARM_PUBLIC_URL": url, "ZFARM_WEBHOOK_BACKOFF_SECONDS": "0.2"}
+    hooks = {
+        "ZFARM_WEBHOOK_SECRET": WEBHOOK_SECRET,
+        "ZFARM_PUBLIC_URL": url,
+        "ZFARM_WEBHOOK_BACKOFF_SECONDS": "0.2",
+        "ZFARM_WEBHOOK_ALLOW_NETWORKS": LOOPBACK,
+    }
     env = worker_env(db, data, WORKER_NAME, ZFARM_QUEUE=queue, **hooks)
     procs = [
         start_worker(db, data, WORKER_NAME, data / "worker.log", ZFARM_QUEUE=queue),
