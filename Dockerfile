@@ -5,9 +5,12 @@ WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY api api
 COPY broker_config broker_config
+COPY control control
+COPY core core
 COPY worker worker
 COPY models models
 COPY migrations migrations
 COPY zfarm zfarm
-RUN pip install .
+# Everything a GPU host runs; an API-only image could install .[server] alone.
+RUN pip install ".[worker]"
 ENTRYPOINT ["zfarm"]

@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 # The CPU build of torch by default; on a machine with an NVIDIA driver, the default (CUDA) build.
 TORCH_SPEC ?= $(if $(shell command -v nvidia-smi 2>/dev/null),torch,torch==2.13.0)
 
-.PHONY: install test-tools demo test screenshots lint format up clean
+.PHONY: install test-tools demo test screenshots lint format up clean client
 
 install: $(VENV)/.installed
 
@@ -15,7 +15,7 @@ $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q "$(TORCH_SPEC)"
-	$(BIN)/python -m pip install -q -e ".[dev]"
+	$(BIN)/python -m pip install -q -e ".[dev]"   # dev = worker + server + the test tools
 	touch $@
 
 demo: install
@@ -41,7 +41,14 @@ test-tools:
 test: install test-tools
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports                                  # the package graph (pyproject: [tool.importlinter])
+	$(BIN)/mypy                                          # types; strict on the lifecycle, client and kernel
+	$(BIN)/python scripts/generate_sync_client.py --check  # the sync client is generated from the async one
 	$(BIN)/python -m pytest -q -ra
+
+# The sync client (zfarm/client/_sync/client.py) is generated from the async source: run after editing it.
+client: install
+	$(BIN)/python scripts/generate_sync_client.py
 
 # Pictures of the web page and Flower for the docs (tiny test model: the images in them are noise).
 # An embedded Redis keeps other farms on this machine out of Flower's view.
