@@ -16,9 +16,11 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q "$(TORCH_SPEC)"
 	$(BIN)/python -m pip install -q -e ".[dev]"   # dev = worker + server + the test tools
+	$(BIN)/python scripts/generate_sync_client.py  # the sync client, from the async source (not in git)
 	touch $@
 
 demo: install
+	$(BIN)/python scripts/generate_sync_client.py
 	$(BIN)/zfarm demo
 
 # The browser tests drive Debian's Chromium through Playwright (Playwright downloads no browser here), and
@@ -41,12 +43,12 @@ test-tools:
 test: install test-tools
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/python scripts/generate_sync_client.py        # the sync client, from the async source
 	$(BIN)/lint-imports                                  # the package graph (pyproject: [tool.importlinter])
 	$(BIN)/mypy                                          # types; strict on the lifecycle, client and kernel
-	$(BIN)/python scripts/generate_sync_client.py --check  # the sync client is generated from the async one
 	$(BIN)/python -m pytest -q -ra
 
-# The sync client (zfarm/client/_sync/client.py) is generated from the async source: run after editing it.
+# The sync client (zfarm/client/_sync/client.py, not in git) is generated from the async source.
 client: install
 	$(BIN)/python scripts/generate_sync_client.py
 

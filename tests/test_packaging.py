@@ -6,6 +6,7 @@ import re
 import subprocess
 import sys
 import tomllib
+import zipfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -51,3 +52,25 @@ def test_base_install_asks_for_the_client_libraries_only() -> None:
 def test_client_and_client_commands_run_without_the_server_packages() -> None:
     result = subprocess.run([sys.executable, "-c", CLIENT_ONLY], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0 and "client-only ok" in result.stdout, result.stdout + result.stderr
+
+
+def test_a_built_package_carries_the_sync_client_generated_from_the_async_one(tmp_path: Path) -> None:
+    # The repository holds only the async source; the build (setup.py's build_py) writes the sync twin.
+    tracked = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True).stdout
+    source = tmp_path / "src"
+    for name in tracked.splitlines():
+        if (REPO / name).is_file() and not name.startswith(("tests/", "docs/", "bench/")):
+            (source / name).parent.mkdir(parents=True, exist_ok=True)
+            (source / name).write_bytes((REPO / name).read_bytes())
+    assert not (source / "zfarm/client/_sync/client.py").exists()
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(tmp_path), "."],
+        cwd=source,
+        check=True,
+        capture_output=True,
+        timeout=240,
+    )
+    [wheel] = tmp_path.glob("zfarm-*.whl")
+    with zipfile.ZipFile(wheel) as zf:
+        generated = zf.read("zfarm/client/_sync/client.py").decode()
+    assert "class Client:" in generated and "async def" not in generated and "await " not in generated

@@ -1,7 +1,7 @@
 """What the sync and async clients share that does no I/O: errors, request bodies, file names, parsing.
 
-The I/O itself is written once, in `_async/client.py`; `_sync/client.py` is generated from it
-(scripts/generate_sync_client.py, checked in `make test`).
+The I/O itself is written once, in `_async/client.py`; `_sync/client.py` is generated from it by
+scripts/generate_sync_client.py (`make install`, `make test`) and by every package build (setup.py).
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
-"""The zfarm client, written once (async); `zfarm/client/_sync/client.py` is generated from this file by
-scripts/generate_sync_client.py. Edit this one, then run `make client`. httpx and the standard library only.
+"""The zfarm client's one source. The sync client (`zfarm/client/_sync/client.py`, not kept in git) is
+generated from this file by scripts/generate_sync_client.py (`make client`) and by package builds.
+httpx and the standard library only.
 """
 
 from __future__ import annotations
