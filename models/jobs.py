@@ -60,6 +60,11 @@ class Job(Base):
     truncate_prompt: Mapped[bool] = mapped_column(default=False, server_default=false())
     # Extra outputs made on the worker's CPU from each rendered image (api.schemas.Rendition, as dicts).
     renditions: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON, default=None)
+    # LoRA adapters (models/loras.py), resolved at submission: name, sha256, scale, trigger_words, rank.
+    loras: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON, default=None)
+    # Their signature (models.loras.signature): jobs render together only with equal signatures.
+    adapters: Mapped[str | None] = mapped_column(String(300), default=None)
+    add_trigger_words: Mapped[bool] = mapped_column(default=False, server_default=false())
 
     # catalog campaigns: which batch and row, how it is queued, and what makes it the same as another job
     batch_id: Mapped[str | None] = mapped_column(ForeignKey("batches.id"), default=None)

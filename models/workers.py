@@ -3,7 +3,9 @@ from __future__ import annotations
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import Float, Integer, String
+from typing import Any
+
+from sqlalchemy import JSON, Float, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from models.base import Base, utcnow
@@ -39,3 +41,5 @@ class Worker(Base):
     warmup_seconds: Mapped[float | None] = mapped_column(Float, default=None)
     started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     last_heartbeat: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # LoRA adapters it holds on the device: {"slot": signature in the pipeline or null, "held": [{name, sha256}]}
+    adapters: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
