@@ -8,7 +8,7 @@ from typing import Any
 
 from core.settings import FarmSettings
 from core.token_window import MAX_TOKENS, count_tokens, load_tokenizer
-from models.loras import Lora, prompt_with_triggers
+from models.loras import Lora, prompt_with_triggers, visible
 
 
 @dataclass(frozen=True)
@@ -61,3 +61,23 @@ def check_trigger_window(prompt: str, loras: list[dict[str, Any]], settings: Far
         rule = f"with the trigger words the prompt is {n} tokens; the text encoder reads at most {MAX_TOKENS}"
         return LoraProblem("add_trigger_words", True, rule)
     return None
+
+
+def job_loras(session: Any, tenant: str | None, body: Any, settings: FarmSettings) -> list[dict[str, Any]]:
+    """A single job's adapters, resolved for its tenant; LoraProblem when one cannot be used."""
+    if not body.loras:
+        return []
+    refs = [ref.model_dump() for ref in body.loras]
+    resolved = resolve(refs, visible(session, tenant, [r["name"] for r in refs]), settings.lora_slot_rank)
+    if body.add_trigger_words and not body.truncate_prompt:
+        if (problem := check_trigger_window(body.prompt, resolved, settings)) is not None:
+            raise problem
+    return resolved
+
+
+def same_loras(asked: Sequence[Any], stored: Sequence[Mapping[str, Any]] | None) -> bool:
+    """Whether a repeated request (Idempotency-Key) asks for the adapters a job was made with."""
+    stored = stored or []
+    return len(asked) == len(stored) and all(
+        a.name == s["name"] and (a.scale is None or float(a.scale) == s["scale"]) for a, s in zip(asked, stored, strict=True)
+    )

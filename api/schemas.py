@@ -171,6 +171,12 @@ class WebhookOut(BaseModel):
     delivered_at: datetime | None
 
 
+class JobLora(BaseModel):
+    name: str
+    scale: float
+    sha256: str = Field(description="the adapter file it was submitted with (a later upload under the name is not it)")
+
+
 class JobOut(BaseModel):
     id: str
     status: str
@@ -200,6 +206,7 @@ class JobOut(BaseModel):
     batch_id: str | None = None
     item_key: str | None = Field(None, description="the catalog row's key (e.g. SKU) for batch jobs")
     row_number: int | None = None
+    loras: list[JobLora] = Field(default_factory=list, description="the LoRA adapters it renders with")
     content_hash: str | None = Field(None, description="sha256 of model, normalized parameters and seed")
     reused_from: str | None = Field(None, description="the succeeded job whose images this job reuses (no GPU)")
 

@@ -89,3 +89,10 @@ def prompt_with_triggers(prompt: str, loras: Iterable[Mapping[str, Any]] | None)
     words = [w for w in words if w]
     return ", ".join([*words, prompt]) if words else prompt
 
+
+
+def held_adapters(state: Mapping[str, Any] | None) -> list[dict[str, Any]]:
+    """A worker's `adapters` column as people read it: each adapter held, and whether it is in the slot now."""
+    state = state or {}
+    in_slot = {part.split("@", 1)[0] for part in (state.get("slot") or "").split(";") if part}
+    return [{**item, "in_slot": item["sha256"] in in_slot} for item in state.get("held") or []]

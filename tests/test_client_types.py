@@ -12,7 +12,7 @@ from pydantic import BaseModel
 
 from api.batch_schemas import BatchCreated as BatchCreatedOut
 from api.batch_schemas import BatchOut
-from api.schemas import ImageOut, JobOut, JobProgress, RenditionOut, WebhookOut, WorkerOut
+from api.schemas import ImageOut, JobLora, JobOut, JobProgress, LoraOut, RenditionOut, WebhookOut, WorkerAdapter, WorkerOut
 from zfarm.client import types
 
 REPO = Path(__file__).resolve().parents[1]
@@ -29,6 +29,9 @@ REPO = Path(__file__).resolve().parents[1]
         (types.Rendition, RenditionOut),
         (types.Progress, JobProgress),
         (types.Webhook, WebhookOut),
+        (types.Lora, LoraOut),
+        (types.JobLora, JobLora),
+        (types.WorkerAdapter, WorkerAdapter),
     ],
     ids=lambda x: x.__name__,
 )

@@ -14,6 +14,7 @@ from api.batch_intake import scoped_key
 from api.callbacks import callback_problem
 from api.deps import EnqueuerDep, SessionDep, SettingsDep, StorageDep
 from api.job_identity import content_hash
+from api.lora_refs import LoraProblem, job_loras, same_loras
 from api.prompt_checks import check_job, refuse
 from api.refusals import Refusal
 from api.schemas import (
@@ -27,6 +28,7 @@ from control.webhook_sweep import send_now
 from models import Image, Job, JobStatus, Lane, WebhookDelivery, lifecycle
 from models.base import utcnow
 from models.dedup import copied_images, find_reusable, reused_values
+from models.loras import signature
 from models.records import job_record
 from models.statuses import FINAL_STATUSES
 
@@ -68,6 +70,10 @@ def create_job(
     check_job(body, settings)
     if (bad_callback := callback_problem(body.callback_url, settings)) is not None:
         raise refuse("callback_url", *bad_callback)
+    try:
+        loras = job_loras(session, principal.tenant, body, settings)
+    except LoraProblem as exc:
+        raise refuse(exc.field, exc.value, exc.rule) from exc
     request.app.state.quotas.check_submit(session, principal)
     # 1. Commit the row first: a 202 means the job exists even if Redis is down right now.
     job = Job(
@@ -84,6 +90,9 @@ def create_job(
         output_format=body.output_format,
         quality=body.quality,
         renditions=[r.model_dump() for r in body.renditions] or None,
+        loras=loras or None,
+        adapters=signature(loras),
+        add_trigger_words=body.add_trigger_words,
         dedup=body.dedup,
         attempts=0,
         cancel_requested=False,
@@ -94,7 +103,8 @@ def create_job(
     if body.callback_url is not None:
         # The outbox row is written with the job, so its ending can never be missed.
         job.webhook = WebhookDelivery(url=str(body.callback_url), created_at=utcnow(), updated_at=utcnow())
-    job.content_hash = content_hash({**body.model_dump(), "seed": job.seed}, settings.model, settings.model_revision)
+    params = {**body.model_dump(), "seed": job.seed, "loras": loras}
+    job.content_hash = content_hash(params, settings.model, settings.model_revision)
     original = find_reusable(session, [job.content_hash], principal.tenant, settings.model) if body.dedup else {}
     if original:
         # Done at once: same model, parameters and seed as a succeeded job, whose images it shares.
@@ -127,11 +137,13 @@ def _replayed_job(session: SessionDep, key: str, body: JobCreate) -> Job | None:
     job = session.scalar(select(Job).where(Job.idempotency_key == key))
     if job is None:
         return None
-    asked = body.model_dump(exclude={"dedup", "seed", "callback_url"}, exclude_unset=False)
+    asked = body.model_dump(exclude={"dedup", "seed", "callback_url", "loras"}, exclude_unset=False)
     asked["renditions"] = asked["renditions"] or None
     stored = {name: getattr(job, name) for name in asked}
     callback = (str(body.callback_url) if body.callback_url else None, job.webhook.url if job.webhook else None)
     if asked != stored or (body.seed is not None and body.seed != job.seed) or callback[0] != callback[1]:
+        raise HTTPException(409, detail="this Idempotency-Key was used for a different job; use a new key")
+    if not same_loras(body.loras, job.loras):
         raise HTTPException(409, detail="this Idempotency-Key was used for a different job; use a new key")
     return job
 
