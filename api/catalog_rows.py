@@ -152,7 +152,8 @@ def _build_row(row: CatalogRow, rules: RowRules, problems: Problems) -> JobSpec 
         params["loras"] = resolve(params["loras"], rules.adapters or {}, rules.slot_rank)
     except LoraProblem as exc:
         column = "lora" if "loras" in overrides else None
-        problems.add(exc.rule, column=column, field=None if column else "defaults." + exc.field, value=exc.value, **where)
+        field = None if column else "defaults." + exc.field
+        problems.add(exc.rule, column=column, field=field, value=exc.value, **where)
         return None
     return JobSpec(row.number, row.line, key, params)
 

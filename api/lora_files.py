@@ -72,7 +72,7 @@ def check_adapter(path: Path, filename: str, table: ModuleTable, max_rank: int) 
     try:
         with safe_open(str(path), framework="numpy") as f:
             metadata = f.metadata()
-            tensors = {k: TensorInfo(tuple(f.get_slice(k).get_shape()), f.get_slice(k).get_dtype()) for k in f.keys()}
+            tensors = {k: TensorInfo(tuple(f.get_slice(k).get_shape()), f.get_slice(k).get_dtype()) for k in f.keys()}  # noqa: SIM118 (a safe_open, not a dict)
     except (SafetensorError, OSError, ValueError) as exc:
         raise refuse(f"does not parse as a safetensors file: {exc}", field="file", value=name) from exc
     try:

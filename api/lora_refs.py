@@ -69,15 +69,15 @@ def job_loras(session: Any, tenant: str | None, body: Any, settings: FarmSetting
         return []
     refs = [ref.model_dump() for ref in body.loras]
     resolved = resolve(refs, visible(session, tenant, [r["name"] for r in refs]), settings.lora_slot_rank)
-    if body.add_trigger_words and not body.truncate_prompt:
-        if (problem := check_trigger_window(body.prompt, resolved, settings)) is not None:
-            raise problem
+    wants_words = body.add_trigger_words and not body.truncate_prompt
+    if wants_words and (problem := check_trigger_window(body.prompt, resolved, settings)) is not None:
+        raise problem
     return resolved
 
 
 def same_loras(asked: Sequence[Any], stored: Sequence[Mapping[str, Any]] | None) -> bool:
     """Whether a repeated request (Idempotency-Key) asks for the adapters a job was made with."""
     stored = stored or []
-    return len(asked) == len(stored) and all(
-        a.name == s["name"] and (a.scale is None or float(a.scale) == s["scale"]) for a, s in zip(asked, stored, strict=True)
-    )
+    pairs = zip(asked, stored, strict=False)
+    same = all(a.name == s["name"] and (a.scale is None or float(a.scale) == s["scale"]) for a, s in pairs)
+    return len(asked) == len(stored) and same

@@ -69,7 +69,8 @@ def module_table(kind: str) -> ModuleTable:
     linear: dict[str, tuple[int, int]] = {}
     for pattern, (fan_in, fan_out) in model["linear"].items():
         block = pattern.split(".", 1)[0]
-        names = [pattern.replace("{n}", str(i)) for i in range(model["blocks"][block])] if "{n}" in pattern else [pattern]
+        count = model["blocks"][block] if "{n}" in pattern else 1
+        names = [pattern.replace("{n}", str(i)) for i in range(count)]
         linear.update({name: (fan_in, fan_out) for name in names})
     return ModuleTable(kind, linear, {name.replace(".", "_"): name for name in linear})
 
@@ -80,12 +81,12 @@ def table_for(model: str) -> ModuleTable:
 
 def parse_key(key: str, table: ModuleTable) -> tuple[str, Part]:
     """(module, part) that a tensor's key names; AdapterProblem when it names none."""
-    for suffix, part in _SUFFIXES:
-        if key.endswith(suffix):
-            base = key[: -len(suffix)]
-            break
-    else:
-        raise AdapterProblem("is not a LoRA tensor (names end in lora_A/lora_B/lora_down/lora_up.weight or .alpha)", key)
+    matched = next(((suffix, part) for suffix, part in _SUFFIXES if key.endswith(suffix)), None)
+    if matched is None:
+        rule = "is not a LoRA tensor (names end in lora_A/lora_B/lora_down/lora_up.weight or .alpha)"
+        raise AdapterProblem(rule, key)
+    suffix, part = matched
+    base = key[: -len(suffix)]
     if base.startswith(_KOHYA):
         module = table.kohya.get(base[len(_KOHYA) :])
     else:

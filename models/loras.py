@@ -90,9 +90,14 @@ def prompt_with_triggers(prompt: str, loras: Iterable[Mapping[str, Any]] | None)
     return ", ".join([*words, prompt]) if words else prompt
 
 
-
 def held_adapters(state: Mapping[str, Any] | None) -> list[dict[str, Any]]:
     """A worker's `adapters` column as people read it: each adapter held, and whether it is in the slot now."""
     state = state or {}
     in_slot = {part.split("@", 1)[0] for part in (state.get("slot") or "").split(";") if part}
     return [{**item, "in_slot": item["sha256"] in in_slot} for item in state.get("held") or []]
+
+
+def lora_parameters(loras: Iterable[Mapping[str, Any]] | None) -> dict[str, Any]:
+    """The adapters in an image's embedded parameters (PNG text chunk, WebP/JPEG EXIF): name, sha256, scale."""
+    listed = [{"name": lora["name"], "sha256": lora["sha256"], "scale": lora["scale"]} for lora in loras or ()]
+    return {"loras": listed} if listed else {}

@@ -12,7 +12,17 @@ from pydantic import BaseModel
 
 from api.batch_schemas import BatchCreated as BatchCreatedOut
 from api.batch_schemas import BatchOut
-from api.schemas import ImageOut, JobLora, JobOut, JobProgress, LoraOut, RenditionOut, WebhookOut, WorkerAdapter, WorkerOut
+from api.schemas import (
+    ImageOut,
+    JobLora,
+    JobOut,
+    JobProgress,
+    LoraOut,
+    RenditionOut,
+    WebhookOut,
+    WorkerAdapter,
+    WorkerOut,
+)
 from zfarm.client import types
 
 REPO = Path(__file__).resolve().parents[1]

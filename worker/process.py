@@ -18,6 +18,7 @@ from core.storage import LocalStorage
 from models import Job, Worker, WorkerState, lifecycle, make_engine, make_session_factory
 from models.base import utcnow
 from models.db import transaction
+from worker.adapters import adapter_library, record_adapters
 from worker.finishing import Finisher
 from worker.jobs import JobContext
 from worker.runtime import Runtime
@@ -29,6 +30,7 @@ log = logging.getLogger(__name__)
 def start_worker_process(settings: FarmSettings, name: str) -> JobContext:
     # 1. One engine per process, made here in the child, never inherited across fork.
     sessions = make_session_factory(make_engine(settings.resolved_database_url))
+    storage = LocalStorage(settings.storage_dir)
     runtime = Runtime(
         model=settings.model,
         revision=settings.model_revision,
@@ -41,6 +43,7 @@ def start_worker_process(settings: FarmSettings, name: str) -> JobContext:
         compile_backend=settings.compile_backend,
         encode_unpadded=settings.encode_unpadded,
         batch_max_images=settings.batch_max_images,
+        adapters=adapter_library(settings, storage, partial(record_adapters, sessions, name)),
     )
     if settings.fault_injection:
         log.warning("%s: FAULT INJECTION IS ON (ZFARM_FAULT_INJECTION=1): prompt markers can kill this worker", name)
@@ -78,7 +81,7 @@ def start_worker_process(settings: FarmSettings, name: str) -> JobContext:
         name=name,
         runtime=runtime,
         sessions=sessions,
-        storage=LocalStorage(settings.storage_dir),
+        storage=storage,
         max_attempts=settings.max_attempts,
         offline_after_seconds=settings.worker_offline_after_seconds,
         time_limit_seconds=get_settings().job_time_limit_seconds,

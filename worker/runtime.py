@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import platform
 import time
@@ -60,6 +61,8 @@ class Runtime:
     pipe: Any = field(default=None, repr=False)  # a ZImagePipeline once loaded
     base_policy: str = "full"
     relief: list[str] = field(default_factory=list)
+    # LoRA adapters (worker/adapters.py): the pipeline's adapter slot, its caches; None when adapters are off.
+    adapters: Any = field(default=None, repr=False)
 
     def load(self) -> None:
         started = time.perf_counter()
@@ -69,6 +72,8 @@ class Runtime:
         dtype = torch.bfloat16 if self.device == "cuda" else torch.float32
         self.policy = memory.choose_policy(self.requested_policy, self.device)
         pipe = load_pipeline(self.source, dtype)
+        if self.adapters is not None:
+            self.adapters.install(pipe, self.device, dtype)  # before compiling: adapter switches then compile nothing
         memory.apply_policy(pipe, self.policy, self.device)
         self.base_policy = self.policy
         self.pipe = pipe
@@ -86,6 +91,9 @@ class Runtime:
         started = time.perf_counter()
         try:
             self._warm(size)
+            if self.adapters is not None and self.compiled:
+                with self.adapters.warming():  # the same graphs with the adapter slot on
+                    self._warm(size)
         except Exception as exc:
             if not self.compiled:
                 raise
@@ -126,7 +134,8 @@ class Runtime:
             memory.set_vae_tiling(self.pipe, reqs[0].width * reqs[0].height >= self.vae_tiling_min_pixels)
         if self.device == "cuda":
             torch.cuda.reset_peak_memory_stats()  # stats() then reports this call's peak
-        with torch.inference_mode():
+        styles = self.adapters.use(reqs[0].extra.get("loras")) if self.adapters else contextlib.nullcontext()
+        with styles, torch.inference_mode():  # jobs rendered together share their adapters (worker/batching.py)
             return render_many(
                 self.pipe,
                 reqs,
@@ -154,6 +163,7 @@ class Runtime:
             "compiled": self.compiled,
             "graphs": acceleration.graphs_compiled(),
             **acceleration.memory_stats(self.device),
+            **(self.adapters.stats() if self.adapters else {}),
         }
 
     def prompt_tokens(self, text: str) -> int:
