@@ -68,7 +68,7 @@ def job_loras(session: Any, tenant: str | None, body: Any, settings: FarmSetting
     if not body.loras:
         return []
     refs = [ref.model_dump() for ref in body.loras]
-    resolved = resolve(refs, visible(session, tenant, [r["name"] for r in refs]), settings.lora_slot_rank)
+    resolved = resolve(refs, visible(session, tenant), settings.lora_slot_rank)
     wants_words = body.add_trigger_words and not body.truncate_prompt
     if wants_words and (problem := check_trigger_window(body.prompt, resolved, settings)) is not None:
         raise problem
