@@ -26,6 +26,7 @@ import redis
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from control.affinity import Affinity
 from control.enqueue import Enqueuer
 from models import Batch, Job, JobStatus, Lane, Worker, WorkerState
 from models.base import utcnow
@@ -46,6 +47,8 @@ class Dispatcher:
     def __post_init__(self) -> None:
         self.redis = redis.Redis.from_url(self.redis_url)
         self.queue = self.enqueuer.queues[Lane.BULK]
+        # Jobs with LoRA adapters go to a worker that holds them (control/affinity.py).
+        self.affinity = Affinity(self.sessions, self.redis, self.queue, self.offline_after)
 
     def top_up(self) -> int:
         """One round: returns how many ids it sent."""
@@ -54,7 +57,9 @@ class Dispatcher:
             return 0  # another API process is dispatching right now
         try:
             # Messages without a priority sit in the plain list; the farm never sets one.
-            missing = self.target_depth() - int(cast(int, self.redis.llen(self.queue)))
+            self.affinity.drain_offline()
+            waiting = int(cast(int, self.redis.llen(self.queue))) + self.affinity.waiting()
+            missing = self.target_depth() - waiting
             return self._dispatch(missing) if missing > 0 else 0
         finally:
             try:
@@ -92,7 +97,9 @@ class Dispatcher:
         picks, served = take_turns(order, heads, count, tenant_of)
         if not picks:
             return 0
-        sent = self.enqueuer.send(picks, Lane.BULK)
+        sent = []
+        for queue, ids in self.affinity.route(picks).items():
+            sent.extend(self.enqueuer.send(ids, Lane.BULK, queue=queue))
         # The batch served last in this round goes last in the next one.
         now = utcnow()
         last_turn = {batch_id: position for position, batch_id in enumerate(served)}

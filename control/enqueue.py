@@ -29,8 +29,9 @@ class Enqueuer:
         self.celery, self.sessions, self.queue = celery, sessions, queue
         self.queues = {Lane.INTERACTIVE: queue, Lane.BULK: bulk_queue_name(queue)}
 
-    def send(self, job_ids: Iterable[str], lane: Lane = Lane.INTERACTIVE) -> list[str]:
-        """Sends each id to its lane's queue; returns those sent. Unsent rows keep enqueued_at unset."""
+    def send(self, job_ids: Iterable[str], lane: Lane = Lane.INTERACTIVE, queue: str | None = None) -> list[str]:
+        """Sends each id to its lane's queue (or `queue`: a worker's own); returns those sent. Unsent rows keep
+        enqueued_at unset."""
         ids, sent = list(job_ids), []
         try:
             with self.celery.producer_or_acquire() as producer:
@@ -41,7 +42,7 @@ class Enqueuer:
                             self.celery.send_task(
                                 RENDER_JOB,
                                 args=[job_id],
-                                queue=self.queues[lane],
+                                queue=queue or self.queues[lane],
                                 producer=producer,
                                 retry=True,
                                 retry_policy=_RETRY,

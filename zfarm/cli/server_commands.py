@@ -10,6 +10,7 @@ from pathlib import Path
 
 import click
 
+from core.queues import direct_queue_name
 from core.settings import get_settings
 
 
@@ -84,7 +85,9 @@ def worker(name: str | None, loglevel: str) -> None:
             "worker",
             "--pool=prefork",
             "--concurrency=1",
-            f"--queues={b.queue},{b.bulk_queue}",  # interactive first: see celeryconfig
+            # interactive first (see celeryconfig), then this worker's own bulk queue (jobs with the LoRA adapters
+            # it holds: control/affinity.py), then the shared bulk queue
+            f"--queues={b.queue},{direct_queue_name(b.bulk_queue, name)},{b.bulk_queue}",
             f"--hostname={name}",
             "--task-events",
             "--without-gossip",
