@@ -9,7 +9,15 @@ from typing import Any
 import click
 from tqdm import tqdm
 
-from zfarm.cli.client_commands import RENDITION_HELP, _client, key_option, parse_renditions, url_option
+from zfarm.cli.client_commands import (
+    LORA_HELP,
+    RENDITION_HELP,
+    _client,
+    key_option,
+    parse_loras,
+    parse_renditions,
+    url_option,
+)
 from zfarm.client import Batch, BatchCreated, Client, ZfarmError
 
 
@@ -58,6 +66,8 @@ def summary(batch: Batch) -> str:
 @click.option("--format", "file_format", type=click.Choice(["csv", "jsonl"]), default=None)
 @click.option("--no-dedup", is_flag=True, help="Render every row, even those with finished identical images.")
 @click.option("--rendition", "renditions", multiple=True, help=RENDITION_HELP)
+@click.option("--lora", "loras", multiple=True, help=LORA_HELP + " Every row; a row's `lora` column beats it.")
+@click.option("--add-trigger-words", is_flag=True, help="Prepend the adapters' trigger words to every prompt.")
 @click.option("--callback-url", default=None, help="Receives a signed POST (batch.finished) when the batch ends.")
 @click.option("--idempotency-key", default=None, help="Send it again safely: a repeat returns the same batch.")
 @click.option("--wait/--no-wait", default=False, help="Follow the batch with a progress bar and a summary.")
@@ -77,6 +87,8 @@ def batch(
     file_format: str | None,
     no_dedup: bool,
     renditions: tuple[str, ...],
+    loras: tuple[str, ...],
+    add_trigger_words: bool,
     callback_url: str | None,
     idempotency_key: str | None,
     wait: bool,
@@ -87,6 +99,10 @@ def batch(
 ) -> None:
     """Submit a catalog (CSV or JSONL) with a template as one batch; prints its id."""
     defaults = _parse_set(settings)
+    if loras:
+        defaults["loras"] = parse_loras(loras)
+    if add_trigger_words:
+        defaults["add_trigger_words"] = True
     with _client(url, api_key) as client:
         try:
             created = client.upload_batch(

@@ -58,6 +58,24 @@ def parse_renditions(specs: tuple[str, ...]) -> list[dict[str, Any]] | None:
     return out or None
 
 
+LORA_HELP = "A LoRA adapter (see `zfarm loras list`), NAME or NAME:SCALE, e.g. brand-x:0.8 (repeatable, at most 3)."
+
+
+def parse_loras(specs: tuple[str, ...]) -> list[dict[str, Any]] | None:
+    """`brand-x:0.8` -> {"name": "brand-x", "scale": 0.8}; without a scale the adapter's default applies."""
+    out: list[dict[str, Any]] = []
+    for spec in specs:
+        name, _, scale = spec.strip().partition(":")
+        item: dict[str, Any] = {"name": name}
+        if scale:
+            try:
+                item["scale"] = float(scale)
+            except ValueError:
+                raise click.BadParameter(f"{spec!r}: expected NAME or NAME:SCALE", param_hint="--lora") from None
+        out.append(item)
+    return out or None
+
+
 def _print_job(job: Job) -> None:
     click.echo(json.dumps(job, indent=2, default=str))
 
@@ -87,6 +105,8 @@ def wait_with_bar(client: Client, job_id: str, timeout: float | None) -> Job:
 @click.option("--num-images", "-n", type=int, default=None)
 @click.option("--format", "output_format", type=click.Choice(["png", "webp", "jpeg"]), default=None)
 @click.option("--rendition", "renditions", multiple=True, help=RENDITION_HELP)
+@click.option("--lora", "loras", multiple=True, help=LORA_HELP)
+@click.option("--add-trigger-words", is_flag=True, default=None, help="Prepend the adapters' trigger words.")
 @click.option("--callback-url", default=None, help="Receives a signed POST (job.finished) when the job ends.")
 @click.option("--wait/--no-wait", default=False, help="Wait for the job to finish, with a progress bar.")
 @click.option("--out", "-o", type=click.Path(path_type=Path), default=None, help="With --wait: download images here.")
@@ -101,10 +121,12 @@ def submit(
     url: str | None,
     api_key: str | None,
     renditions: tuple[str, ...],
+    loras: tuple[str, ...],
     **params: Any,
 ) -> None:
     """Submit one job; prints its id (and with --wait, its final record)."""
     params["renditions"] = parse_renditions(renditions)
+    params["loras"] = parse_loras(loras)
     with _client(url, api_key) as client:
         try:
             job = client.submit(prompt, **params)
@@ -174,4 +196,5 @@ def workers(url: str | None, api_key: str | None) -> None:
             click.echo(
                 f"{w['name']:<28} {w['state']:<8} {w['gpu_name'] or w['device']:<30} "
                 f"policy={w['memory_policy']} jobs={w['jobs_done']} heartbeat={w['last_heartbeat']}"
+                + "".join(f" lora={a['name']}{'*' if a['in_slot'] else ''}" for a in w.get("adapters", []))
             )
