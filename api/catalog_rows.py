@@ -152,8 +152,9 @@ def _build_row(row: CatalogRow, rules: RowRules, problems: Problems) -> JobSpec 
         params["loras"] = resolve(params["loras"], rules.adapters or {}, rules.slot_rank)
     except LoraProblem as exc:
         column = "lora" if "loras" in overrides else None
-        field = None if column else "defaults." + exc.field
-        problems.add(exc.rule, column=column, field=field, value=exc.value, **where)
+        problems.add(
+            exc.rule, column=column, field=None if column else "defaults." + exc.field, value=exc.value, **where
+        )
         return None
     return JobSpec(row.number, row.line, key, params)
 

@@ -27,7 +27,7 @@ def resolve(
     if slot_rank == 0:
         names = [ref["name"] for ref in refs]
         raise LoraProblem(field, names, "this farm runs without LoRA adapters (ZFARM_LORA_SLOT_RANK=0)")
-    out = []
+    out: list[dict[str, Any]] = []
     for i, ref in enumerate(refs):
         row = adapters.get(ref["name"])
         if row is None:

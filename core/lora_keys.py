@@ -91,7 +91,7 @@ def parse_key(key: str, table: ModuleTable) -> tuple[str, Part]:
         module = table.kohya.get(base[len(_KOHYA) :])
     else:
         module = next((base[len(p) :] for p in _PREFIXES if base.startswith(p)), base)
-    if module not in table.linear:
+    if module is None or module not in table.linear:
         raise AdapterProblem("names no linear module of the Z-Image transformer (an adapter for another model?)", key)
     return module, part
 
