@@ -113,6 +113,7 @@ def register(sessions: sessionmaker[Session], name: str, runtime: Runtime) -> No
             utcnow(),
         )
         row.model_id, row.memory_policy = runtime.model, runtime.requested_policy
+        row.adapters = None  # a new process holds no adapters yet (worker/adapters.py reports what it loads)
         s.add(row)
         # A process that just started runs nothing: jobs still marked running under this name were cut off
         # with the process before it (kill -9 of the whole worker). Back to the queue; the reconciler sends them.

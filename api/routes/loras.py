@@ -73,12 +73,16 @@ def upload_lora(
         saved.path.unlink(missing_ok=True)
     tenant = EVERY_TENANT if everyone else owner(principal.tenant)
     row = session.scalar(select(Lora).where(Lora.tenant == tenant, Lora.name == name)) or Lora(tenant=tenant, name=name)
+    replaced = row.sha256 if row.sha256 != saved.sha256 else None
     row.sha256, row.storage_key, row.bytes = saved.sha256, key, saved.bytes
     row.rank, row.alpha, row.targets, row.modules = info.rank, info.alpha, info.targets, len(info.ranks)
     row.trigger_words = (trigger_words or "").strip() or None
     row.default_scale, row.created_at = default_scale, utcnow()
     session.add(row)
     session.commit()
+    # The name's previous file goes once nothing needs it (queued jobs still render with the file they named).
+    if replaced and not other_references(session, replaced, but=-1):
+        storage.delete(lora_key(replaced))
     return lora_out(row)
 
 

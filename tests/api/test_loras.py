@@ -196,8 +196,12 @@ def test_a_job_records_its_adapters_sha256_and_scale_and_they_count_in_the_conte
         assert job is not None and job.add_trigger_words and job.prompt == "a ceramic mug"
         assert job.loras[0]["trigger_words"] == "brandx style"
         assert job.adapters == f"{first['sha256']}@0.7"
-    # the old file stays in storage: a queued job still renders with it
+    # the replaced file stays in storage while queued jobs render with it
     assert api.app.state.storage.exists(lora_key(first["sha256"]))
+    # a file replaced when nothing needs it any more is deleted
+    api.delete(f"/v1/jobs/{renamed['id']}")
+    upload(api, files["other"], "brand-x")
+    assert not api.app.state.storage.exists(lora_key(second["sha256"]))
 
 
 def test_job_refusals_name_the_field_the_value_and_the_rule(sqlite_api: TestClient, files: dict[str, Path]) -> None:
