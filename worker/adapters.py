@@ -189,6 +189,7 @@ class AdapterLibrary:
             raise ValueError(f"the adapters' ranks add up to {total}; this worker's slot holds {self.rank}")
         weights = [(self._weights(lora), float(lora["scale"])) for lora in loras]
         state = combined_state_dict(weights)
+        self.slot = None  # unknown until the write completes: a failed write is never taken for a finished one
         with torch.no_grad():
             self.pipe.load_lora_weights(state, adapter_name=SLOT, hotswap=True)
         self.slot = wanted
