@@ -113,15 +113,20 @@ def read_weights(path: Path, table: ModuleTable, device: str, dtype: torch.dtype
 def combined_state_dict(adapters: Sequence[tuple[Weights, float]]) -> dict[str, torch.Tensor]:
     """One LoRA whose `B @ A` is the sum of `scale * B_i @ A_i`: ranks concatenated, zero-padded to one rank."""
     modules = sorted({m for weights, _ in adapters for m in weights})
-    parts = {m: [(w[m][0], w[m][1] * scale) for w, scale in adapters if m in w] for m in modules}
+    parts = {
+        m: [(w[m][0], w[m][1] if scale == 1 else w[m][1] * scale) for w, scale in adapters if m in w] for m in modules
+    }
     rank = max(sum(a.shape[0] for a, _ in pairs) for pairs in parts.values())
     out: dict[str, torch.Tensor] = {}
+    # A switch is a few tensor operations per module (hundreds of modules at full size): none that is not needed.
     for module, pairs in parts.items():
-        a, b = torch.cat([a for a, _ in pairs]), torch.cat([b for _, b in pairs], dim=1)
-        pad = rank - a.shape[0]
-        # One rank for every module keeps diffusers' config at lora_alpha == r: the slot's scaling stays 1.
-        out[f"transformer.{module}.lora_A.weight"] = torch.nn.functional.pad(a, (0, 0, 0, pad))
-        out[f"transformer.{module}.lora_B.weight"] = torch.nn.functional.pad(b, (0, pad))
+        a = pairs[0][0] if len(pairs) == 1 else torch.cat([a for a, _ in pairs])
+        b = pairs[0][1] if len(pairs) == 1 else torch.cat([b for _, b in pairs], dim=1)
+        if (pad := rank - a.shape[0]) > 0:
+            # One rank for every module keeps diffusers' config at lora_alpha == r: the slot's scaling stays 1.
+            a, b = torch.nn.functional.pad(a, (0, 0, 0, pad)), torch.nn.functional.pad(b, (0, pad))
+        out[f"transformer.{module}.lora_A.weight"] = a
+        out[f"transformer.{module}.lora_B.weight"] = b
     return out
 
 
