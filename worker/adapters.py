@@ -217,8 +217,13 @@ class AdapterLibrary:
         return weights
 
     def state(self) -> dict[str, Any]:
-        held = [{"name": name, "sha256": sha} for sha, (name, _) in reversed(self._held.items())]
+        # A copy first: the heartbeat thread reads this while a render may be loading an adapter.
+        held = [{"name": name, "sha256": sha} for sha, (name, _) in reversed(list(self._held.items()))]
         return {"slot": self.slot, "held": held}
+
+    def row(self) -> dict[str, object]:
+        """The worker row's column (models.workers.Worker.adapters), for the heartbeat."""
+        return {"adapters": self.state()}
 
     def stats(self) -> dict[str, object]:
         return {"lora_switches": self.switches, "lora_switch_s": round(self.last_switch_seconds, 4)}

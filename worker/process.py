@@ -7,6 +7,7 @@ import logging
 import os
 import socket
 import threading
+from collections.abc import Callable
 from functools import partial
 
 import torch
@@ -48,7 +49,10 @@ def start_worker_process(settings: FarmSettings, name: str) -> JobContext:
     if settings.fault_injection:
         log.warning("%s: FAULT INJECTION IS ON (ZFARM_FAULT_INJECTION=1): prompt markers can kill this worker", name)
     register(sessions, name, runtime)
-    Heartbeat(sessions, name, settings.heartbeat_seconds).start()
+    # The beat carries the adapters it holds too: a row update missed at a switch is mended within a beat.
+    Heartbeat(
+        sessions, name, settings.heartbeat_seconds, extra=runtime.adapters.row if runtime.adapters else None
+    ).start()
     # 2. Load the pipeline under the card's memory policy.
     runtime.load()
     set_state(
@@ -128,15 +132,23 @@ def set_state(sessions: sessionmaker[Session], name: str, state: WorkerState, **
 class Heartbeat(threading.Thread):
     """Refreshes the worker row while the process lives; a stale row means the worker is gone."""
 
-    def __init__(self, sessions: sessionmaker[Session], name: str, every: float) -> None:
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        name: str,
+        every: float,
+        extra: Callable[[], dict[str, object]] | None = None,
+    ) -> None:
         super().__init__(name=f"heartbeat-{name}", daemon=True)
-        self.sessions, self.worker, self.every = sessions, name, every
+        self.sessions, self.worker, self.every, self.extra = sessions, name, every, extra
         self.stopped = threading.Event()
 
     def run(self) -> None:
         while not self.stopped.wait(self.every):
             try:
                 values: dict[str, object] = {"last_heartbeat": utcnow(), "pid": os.getpid()}
+                if self.extra is not None:
+                    values.update(self.extra())
                 if torch.cuda.is_available() and torch.cuda.is_initialized():
                     free, total = torch.cuda.mem_get_info()
                     values["gpu_memory_total_mib"] = total // 2**20
