@@ -4,11 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from diffusers import ZImagePipeline
 from PIL import Image as PILImage
+
+if TYPE_CHECKING:
+    from worker.image_inputs import ImageInputs
 
 
 class RenderError(RuntimeError):
@@ -29,6 +33,8 @@ class RenderRequest:
     seeds: list[int]
     negative_prompt: str | None = None
     extra: dict[str, object] = field(default_factory=dict)
+    # Image modes (img2img, inpaint, place): the inputs read from storage; None renders from text alone.
+    inputs: ImageInputs | None = None
 
     @property
     def num_images(self) -> int:

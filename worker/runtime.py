@@ -6,6 +6,7 @@ import logging
 import platform
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import diffusers
@@ -13,6 +14,7 @@ import torch
 import transformers
 
 from worker import acceleration, faults, memory
+from worker.image_render import ImagePipelines, render_from_image
 from worker.loading import ModelSource, load_pipeline, resolve_source
 from worker.render import PromptEncoder, RenderRequest, StepCallback, render_many
 from worker.text_encoding import can_encode_unpadded, encode_prompts
@@ -57,6 +59,7 @@ class Runtime:
     warmup_seconds: float = 0.0
     fault_injection: bool = False
     pipe: object = field(default=None, repr=False)
+    image_pipes: ImagePipelines = field(default=None, repr=False)  # type: ignore[assignment]  # set by load()
     base_policy: str = "full"
     relief: list[str] = field(default_factory=list)
 
@@ -68,6 +71,7 @@ class Runtime:
         dtype = torch.bfloat16 if self.device == "cuda" else torch.float32
         self.policy = memory.choose_policy(self.requested_policy, self.device)
         pipe = load_pipeline(self.source, dtype)
+        self.image_pipes = ImagePipelines.sharing(pipe)  # before the policy: see ImagePipelines.sharing
         memory.apply_policy(pipe, self.policy, self.device)
         self.base_policy = self.policy
         self.pipe = pipe
@@ -126,6 +130,9 @@ class Runtime:
         if self.device == "cuda":
             torch.cuda.reset_peak_memory_stats()  # stats() then reports this call's peak
         with torch.inference_mode():
+            if reqs[0].inputs is not None:  # image modes: one job a call, never batched (worker/batching.py)
+                hook = partial(faults.corrupt_output, fault, try_index)
+                return [render_from_image(self.image_pipes, reqs[0], on_step, output_hook=hook)]
             return render_many(
                 self.pipe,
                 reqs,
