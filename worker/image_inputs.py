@@ -14,7 +14,7 @@ from PIL import Image as PILImage
 
 from core.imaging.conditioning import Conditioning, for_img2img, for_inpaint, for_place
 from core.imaging.placement import Placement, PlacementError
-from zfarm.storage import Storage
+from core.storage import Storage
 
 IMAGE_MODES = ("img2img", "inpaint", "place")
 
