@@ -40,6 +40,8 @@ class IngestedImage:
     format: str  # what was uploaded: png, jpeg or webp
     has_alpha: bool  # some pixel is not fully opaque
     conversions: tuple[str, ...]
+    # x, y, width, height of the pixels that are not fully transparent (the product of a cutout); None if opaque
+    product_box: tuple[int, int, int, int] | None = None
 
 
 def ingest(data: bytes, max_pixels: int) -> IngestedImage:
@@ -67,6 +69,7 @@ def ingest(data: bytes, max_pixels: int) -> IngestedImage:
         format=str(image.format).lower(),
         has_alpha=normalized.mode == "RGBA",
         conversions=tuple(notes),
+        product_box=_product_box(normalized),
     )
 
 
@@ -171,6 +174,16 @@ def _convert_profile(base: Image.Image, space: str, profile: bytes, notes: list[
         raise ImageRefused(name, "has an ICC profile that cannot be applied")
     notes.append(f"{space} with ICC profile {name!r} converted to sRGB")
     return converted
+
+
+def _product_box(image: Image.Image) -> tuple[int, int, int, int] | None:
+    if image.mode != "RGBA":
+        return None
+    bbox = image.getchannel("A").getbbox()
+    if bbox is None:
+        return None
+    left, top, right, bottom = bbox
+    return (left, top, right - left, bottom - top)
 
 
 def _head(data: bytes) -> str:

@@ -135,6 +135,7 @@ def test_alpha_is_detected_and_an_opaque_alpha_channel_dropped() -> None:
     clear.putpixel((3, 3), (0, 0, 0, 0))
     got = ingest(encoded(clear), BUDGET)
     assert got.has_alpha and decoded(got.data).mode == "RGBA"
+    assert got.product_box == (0, 0, 32, 32)
     assert decoded(got.data).getpixel((3, 3))[3] == 0
     opaque = ingest(encoded(Image.new("RGBA", (32, 32), (10, 20, 30, 255))), BUDGET)
     assert not opaque.has_alpha and decoded(opaque.data).mode == "RGB"
@@ -155,6 +156,7 @@ def test_webp_with_alpha_is_accepted() -> None:
     image.paste((200, 10, 10, 255), (8, 8, 24, 24))
     got = ingest(encoded(image, "WEBP", lossless=True), BUDGET)
     assert got.format == "webp" and got.has_alpha
+    assert got.product_box == (8, 8, 16, 16)
 
 
 @pytest.mark.parametrize("data", [b"", raw_png(8, 200)])
