@@ -12,6 +12,7 @@ from pydantic import (
     Field,
     HttpUrl,
     SerializerFunctionWrapHandler,
+    ValidationInfo,
     field_validator,
     model_serializer,
     model_validator,
@@ -50,12 +51,17 @@ class Rendition(BaseModel):
         None, gt=0, le=1, description="with background: the product fits inside fill*width x fill*height (0.85)"
     )
 
+    @field_validator("fill")
+    @classmethod
+    def _fill_needs_background(cls, value: float | None, info: ValidationInfo) -> float | None:
+        if value is not None and info.data.get("background") is None:
+            raise ValueError("applies only with background: white")
+        return value
+
     @model_validator(mode="after")
     def _default_name(self) -> Rendition:
         if self.name is None:
             self.name = f"{self.width}x{self.height}"
-        if self.background is None and self.fill is not None:
-            raise ValueError(f"fill applies only with background (got fill {self.fill} and no background)")
         if self.background is not None and self.fill is None:
             self.fill = 0.85  # the marketplace rule of thumb: the product fills about 85 % of the frame
         return self

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import re
 import warnings
 from dataclasses import dataclass
 
@@ -80,7 +81,10 @@ def _open(data: bytes, max_pixels: int) -> Image.Image:
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data), formats=FORMATS)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageRefused(_head(data), f"declares more pixels than Pillow will decode ({exc})") from exc
+        # Pillow's own guard (at MAX_IMAGE_PIXELS) fired on the header first; its message holds the count.
+        found = re.search(r"\((\d+) pixels\)", str(exc))
+        declared = f"{found.group(1)} pixels" if found else "more pixels than Pillow will decode"
+        raise ImageRefused(_head(data), f"declares {declared}; at most {max_pixels} are accepted") from exc
     except UnidentifiedImageError as exc:
         rule = "is not a PNG, JPEG or WebP image (the content is checked, not the file name)"
         raise ImageRefused(_head(data), rule) from exc
