@@ -52,6 +52,7 @@ def claim_companions(
                 Job.guidance_scale == leader.guidance_scale,
                 Job.cancel_requested.is_(False),
                 Job.attempts == 0,  # only fresh jobs: one retried after a crash runs alone
+                Job.mode == "text",  # image jobs render alone (their inputs are their own)
                 Job.num_images <= budget,
                 Job.id != leader_id,
             )

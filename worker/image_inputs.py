@@ -6,15 +6,20 @@ before queueing; this module reads those files back and builds the conditioning 
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from PIL import Image as PILImage
 
 from core.imaging.conditioning import Conditioning, for_img2img, for_inpaint, for_place
 from core.imaging.placement import Placement, PlacementError
 from core.storage import Storage
+from models import Job
+
+if TYPE_CHECKING:
+    from worker.render import RenderRequest
 
 IMAGE_MODES = ("img2img", "inpaint", "place")
 
@@ -32,6 +37,26 @@ class ImageInputs:
     cutout: PILImage.Image | None
     # What the PNG text chunk records beside the generation parameters: mode, inputs (ids, sha256), parameters.
     described: dict[str, Any]
+
+
+def input_spec(job: Job) -> dict[str, Any] | None:
+    """What the worker needs of a job's inputs, read at the claim (plain data: no session needed later)."""
+    if job.mode == "text" or job.image_asset is None:
+        return None
+    assets = {"image": job.image_asset, "mask": job.mask_asset}
+    refs = {
+        role: {"id": a.id, "sha256": a.sha256, "key": a.storage_key} if a is not None else None
+        for role, a in assets.items()
+    }
+    return {"mode": job.mode, **refs, **(job.mode_parameters or {}), "width": job.width, "height": job.height}
+
+
+def with_inputs(req: RenderRequest, storage: Storage) -> RenderRequest:
+    """The request with its input images read and conditioned; unchanged for text jobs."""
+    spec = req.extra.get("inputs")
+    if not spec:
+        return req
+    return dataclasses.replace(req, inputs=load_inputs(spec, storage))  # type: ignore[arg-type]
 
 
 def load_inputs(spec: Mapping[str, Any], storage: Storage) -> ImageInputs:
