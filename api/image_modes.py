@@ -58,6 +58,17 @@ class ResolvedMode:
     width: int
     height: int
 
+    def columns(self) -> dict[str, Any]:
+        """The job row's mode columns (and its size, which img2img and inpaint take from the image)."""
+        return {
+            "mode": self.mode,
+            "image_asset_id": self.image.id if self.image else None,
+            "mask_asset_id": self.mask.id if self.mask else None,
+            "mode_parameters": self.parameters,
+            "width": self.width,
+            "height": self.height,
+        }
+
     def identity(self) -> dict[str, Any]:
         """What the content hash adds for an image mode: the inputs' bytes (sha256) and the mode parameters."""
         if self.mode == "text":
