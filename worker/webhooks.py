@@ -28,7 +28,7 @@ from models.base import utcnow
 from models.batch_stats import batch_stats
 from models.db import transaction
 from models.deliveries import take_due
-from models.records import image_records
+from models.records import image_records, input_records
 from models.webhooks import MAX_BACKOFF_SECONDS
 from worker.webhook_slots import TenantSlots
 from zfarm.webhook_signing import SIGNATURE_HEADER, sign
@@ -64,6 +64,9 @@ def job_payload(job: Job, base_url: str) -> dict[str, Any]:
         "model_revision": job.model_revision,
         "test_model_noise": job.model_id == TEST_MODEL,
         "images": image_records(job, base_url),
+        "mode": job.mode,
+        "mode_parameters": job.mode_parameters,
+        "inputs": input_records(job, base_url),
     }
 
 

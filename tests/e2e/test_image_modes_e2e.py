@@ -3,8 +3,10 @@ SQLite and PostgreSQL: kept pixels come back exactly in the stored PNG, and the 
 
 from __future__ import annotations
 
+import csv
 import io
 import json
+import zipfile
 from collections.abc import Iterator
 from typing import Any
 
@@ -13,7 +15,7 @@ import pytest
 from PIL import Image
 
 from core.imaging.placement import Placement, place_cutout
-from tests.farm_helpers import LiveFarm, live_farm
+from tests.farm_helpers import LiveFarm, live_farm, wait_for
 from tests.image_helpers import cutout, decoded, encoded
 
 pytestmark = pytest.mark.e2e
@@ -139,3 +141,41 @@ def test_png_output_is_readable_as_an_ordinary_image(farm: LiveFarm) -> None:
     served = farm.api.get(f"/v1/jobs/{job['id']}/images/0")
     assert served.headers["content-type"] == "image/webp"
     assert Image.open(io.BytesIO(served.content)).size == (256, 256)
+
+
+def test_a_catalog_with_an_images_zip_renders_and_archives_inputs_beside_outputs(farm: LiveFarm) -> None:
+    cutouts = {"bottle.png": cutout(box=(110, 40, 190, 380)), "mug.png": cutout(colour=(40, 90, 200))}
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for name, image in cutouts.items():
+            zf.writestr(f"photos/{name}", encoded(image))
+    catalog = b"sku,product,image,placement_anchor\nB-1,a bottle,bottle.png,bottom\nM-1,a mug,mug.png,\n"
+    main = [{"name": "main", "background": "white", "width": 400, "height": 400, "format": "jpeg"}]
+    form = {
+        "template": "{product} on a kitchen counter",
+        "mode": "place",
+        "placement": json.dumps({"fit": 0.6}),
+        "defaults": json.dumps({"width": 256, "height": 256, "steps": 2}),
+        "renditions": json.dumps(main),
+    }
+    files = {"file": ("catalog.csv", catalog, "text/csv"), "images": ("photos.zip", buf.getvalue(), "application/zip")}
+    created = farm.api.post("/v1/batches", data=form, files=files)
+    assert created.status_code == 202, created.text
+    batch_id = created.json()["id"]
+    wait_for(lambda: farm.api.get(f"/v1/batches/{batch_id}").json()["status"] != "active", 180, "the batch")
+    assert farm.api.get(f"/v1/batches/{batch_id}").json()["status"] == "succeeded"
+    archive = zipfile.ZipFile(io.BytesIO(farm.api.get(f"/v1/batches/{batch_id}/archive.zip").content))
+    names = set(archive.namelist())
+    assert {"B-1.png", "M-1.png", "main/B-1.jpg", "main/M-1.jpg", "_inputs/B-1.png", "_inputs/M-1.png"} <= names
+    for key, name in (("B-1", "bottle.png"), ("M-1", "mug.png")):
+        stored_input = np.asarray(decoded(archive.read(f"_inputs/{key}.png")))
+        assert np.array_equal(stored_input, np.asarray(cutouts[name]))
+        anchor = "bottom" if key == "B-1" else "center"
+        placed = place_cutout(cutouts[name], (256, 256), Placement(fit=0.6, anchor=anchor))
+        layer = np.asarray(placed.layer)
+        opaque = layer[..., 3] == 255
+        out = np.asarray(decoded(archive.read(f"{key}.png")).convert("RGB"))
+        assert np.array_equal(out[opaque], layer[..., :3][opaque])
+    manifest = list(csv.DictReader(io.StringIO(archive.read("manifest.csv").decode())))
+    masters = [line for line in manifest if not line["rendition"]]
+    assert {line["mode"] for line in masters} == {"place"} and all(line["input_image_sha256"] for line in masters)
