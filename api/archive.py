@@ -13,7 +13,7 @@ import csv
 import io
 import tempfile
 from collections.abc import Iterable, Iterator
-from typing import BinaryIO
+from typing import IO, BinaryIO
 
 from zipstream import ZIP_STORED, ZipStream
 
@@ -70,7 +70,7 @@ def _add_inputs(zs: ZipStream, job: Job, storage: Storage) -> None:
             zs.add(_read(storage.open(asset.storage_key)), name, size=asset.bytes)
 
 
-def _read(fh: BinaryIO, close: bool = True) -> Iterator[bytes]:
+def _read(fh: BinaryIO | IO[bytes], close: bool = True) -> Iterator[bytes]:
     try:
         while chunk := fh.read(CHUNK):
             yield chunk

@@ -9,7 +9,7 @@ import re
 import tempfile
 import zipfile
 from dataclasses import dataclass, field
-from typing import IO
+from typing import IO, Any
 
 from sqlalchemy.orm import Session
 
@@ -147,12 +147,12 @@ class _Resolver:
     def row(self, spec: JobSpec) -> ResolvedMode | None:
         where = {"row": spec.row, "line": spec.line}
         found: dict[str, Asset | None] = {"image": None, "mask": None}
-        for column, cell in spec.inputs.items():
+        for role, cell in spec.inputs.items():
             got = self.asset(cell)
             if isinstance(got, str):
-                self.problems.add(got, column=column, value=cell, **where)
+                self.problems.add(got, column=role, value=cell, **where)
             else:
-                found[column] = got
+                found[role] = got
         if any(found[c] is None for c in spec.inputs):
             return None
         params = _applicable(spec)
@@ -190,7 +190,7 @@ _READS = {
 }
 
 
-def _applicable(spec: JobSpec) -> dict[str, object]:
+def _applicable(spec: JobSpec) -> dict[str, Any]:
     params = dict(spec.params)
     row_placement = any(c.startswith("placement_") for c in spec.columns)
     for name in ("strength", "mask_blur", "mask_grow", "placement"):

@@ -20,6 +20,7 @@ import threading
 from collections import deque
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import cast
 
 import redis
 from sqlalchemy import func, select, update
@@ -53,7 +54,7 @@ class Dispatcher:
             return 0  # another API process is dispatching right now
         try:
             # Messages without a priority sit in the plain list; the farm never sets one.
-            missing = self.target_depth() - int(self.redis.llen(self.queue))
+            missing = self.target_depth() - int(cast(int, self.redis.llen(self.queue)))
             return self._dispatch(missing) if missing > 0 else 0
         finally:
             try:

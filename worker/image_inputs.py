@@ -56,7 +56,7 @@ def with_inputs(req: RenderRequest, storage: Storage) -> RenderRequest:
     spec = req.extra.get("inputs")
     if not spec:
         return req
-    return dataclasses.replace(req, inputs=load_inputs(spec, storage))  # type: ignore[arg-type]
+    return dataclasses.replace(req, inputs=load_inputs(spec, storage))
 
 
 def load_inputs(spec: Mapping[str, Any], storage: Storage) -> ImageInputs:

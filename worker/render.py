@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -32,7 +32,7 @@ class RenderRequest:
     guidance_scale: float
     seeds: list[int]
     negative_prompt: str | None = None
-    extra: dict[str, object] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
     # Image modes (img2img, inpaint, place): the inputs read from storage; None renders from text alone.
     inputs: ImageInputs | None = None
 

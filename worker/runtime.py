@@ -8,6 +8,7 @@ import time
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import diffusers
 import torch
@@ -58,7 +59,7 @@ class Runtime:
     load_seconds: float = 0.0
     warmup_seconds: float = 0.0
     fault_injection: bool = False
-    pipe: object = field(default=None, repr=False)
+    pipe: Any = field(default=None, repr=False)  # a ZImagePipeline once loaded
     image_pipes: ImagePipelines = field(default=None, repr=False)  # type: ignore[assignment]  # set by load()
     base_policy: str = "full"
     relief: list[str] = field(default_factory=list)

@@ -46,9 +46,10 @@ def upload_asset(
         session.commit()
     except IntegrityError:
         session.rollback()  # the same bytes from the same tenant, uploaded at the same moment: that one wins
-        asset, created = existing(session, principal.tenant, image.sha256), False
-        if asset is None:
+        found = existing(session, principal.tenant, image.sha256)
+        if found is None:
             raise
+        asset, created = found, False
     response.status_code = 201 if created else 200
     response.headers["Location"] = str(request.url_for("get_asset", asset_id=asset.id))
     return asset_out(asset, request)

@@ -15,7 +15,7 @@ import re
 import warnings
 from dataclasses import dataclass
 
-from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageCms, ImageFile, ImageOps, UnidentifiedImageError
 
 FORMATS = ("PNG", "JPEG", "WEBP")
 MIN_SIDE = 16
@@ -104,7 +104,8 @@ def _open(data: bytes, max_pixels: int) -> Image.Image:
 
 def _is_16_bit(image: Image.Image) -> bool:
     # Pillow reads 16-bit RGB(A) PNGs straight into 8-bit modes; the tile's raw mode still says what was stored.
-    raw = [str(tile.args[0]) if isinstance(tile.args, tuple) else str(tile.args) for tile in image.tile]
+    tiles = image.tile if isinstance(image, ImageFile.ImageFile) else []
+    raw = [str(tile.args[0]) if isinstance(tile.args, tuple) else str(tile.args) for tile in tiles]
     return image.mode.startswith("I;16") or any(";16" in r for r in raw)
 
 
