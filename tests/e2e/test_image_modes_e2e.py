@@ -8,6 +8,7 @@ import io
 import json
 import zipfile
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -179,3 +180,44 @@ def test_a_catalog_with_an_images_zip_renders_and_archives_inputs_beside_outputs
     manifest = list(csv.DictReader(io.StringIO(archive.read("manifest.csv").decode())))
     masters = [line for line in manifest if not line["rendition"]]
     assert {line["mode"] for line in masters} == {"place"} and all(line["input_image_sha256"] for line in masters)
+
+
+def test_the_cli_submits_and_batches_with_images(farm: LiveFarm, tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from api.app import create_app
+    from tests.farm_helpers import serve_http
+    from zfarm.cli import main
+
+    cutout().save(tmp_path / "cutout.png")
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    cutout(colour=(200, 150, 20)).save(photos / "lamp.png")
+    with zipfile.ZipFile(tmp_path / "photos.zip", "w") as zf:
+        zf.write(photos / "lamp.png", "lamp.png")
+    (tmp_path / "catalog.csv").write_text("sku,product,image\nL1,a lamp,lamp.png\n")
+    state = farm.api.app.state
+    small = ["--width", "256", "--height", "256", "--steps", "2"]
+    with serve_http(create_app(farm.settings, celery=state.celery, queue=state.enqueuer.queue)) as url:
+        submitted = CliRunner().invoke(
+            main,
+            ["submit", "a lamp on a desk", "--image", str(tmp_path / "cutout.png"), "--mode", "place", "--fit", "0.5"]
+            + ["--anchor", "bottom", "--rendition", "main=320x320:jpeg:white:fill=0.8", *small, "--wait"]
+            + ["-o", str(tmp_path / "out"), "--url", url],
+        )
+        assert submitted.exit_code == 0, submitted.output
+        job_id = submitted.output.split()[0]
+        batched = CliRunner().invoke(
+            main,
+            ["batch", str(tmp_path / "catalog.csv"), "--images", str(tmp_path / "photos.zip"), "--mode", "place"]
+            + ["--template", "{product} on a desk", "--set", "width=256", "--set", "height=256", "--set", "steps=2"]
+            + ["--wait", "-o", str(tmp_path / "batch"), "--url", url],
+        )
+        assert batched.exit_code == 0, batched.output
+    job = farm.api.get(f"/v1/jobs/{job_id}").json()
+    assert job["mode"] == "place" and job["parameters"]["placement"]["anchor"] == "bottom"
+    assert job["parameters"]["renditions"][0]["fill"] == 0.8
+    assert (tmp_path / "out" / f"{job_id}_0_main.jpg").is_file()
+    assert {"L1.png", "_inputs/L1.png", "manifest.csv"} <= {
+        str(p.relative_to(tmp_path / "batch")) for p in (tmp_path / "batch").rglob("*") if p.is_file()
+    }
