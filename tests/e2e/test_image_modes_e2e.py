@@ -13,11 +13,14 @@ from typing import Any
 
 import numpy as np
 import pytest
+from click.testing import CliRunner
 from PIL import Image
 
+from api.app import create_app
 from core.imaging.placement import Placement, place_cutout
-from tests.farm_helpers import LiveFarm, live_farm, wait_for
+from tests.farm_helpers import LiveFarm, live_farm, serve_http, wait_for
 from tests.image_helpers import cutout, decoded, encoded
+from zfarm.cli import main
 
 pytestmark = pytest.mark.e2e
 PROMPT = "a product on a marble table, soft light"
@@ -183,12 +186,6 @@ def test_a_catalog_with_an_images_zip_renders_and_archives_inputs_beside_outputs
 
 
 def test_the_cli_submits_and_batches_with_images(farm: LiveFarm, tmp_path: Path) -> None:
-    from click.testing import CliRunner
-
-    from api.app import create_app
-    from tests.farm_helpers import serve_http
-    from zfarm.cli import main
-
     cutout().save(tmp_path / "cutout.png")
     photos = tmp_path / "photos"
     photos.mkdir()

@@ -16,8 +16,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from PIL import Image
 
 from tests.e2e.observe.farm import ObservedFarm
+from tests.image_helpers import cutout, decoded
 from zfarm.client import AsyncClient, Client, Job, ZfarmError
 
 pytestmark = pytest.mark.e2e
@@ -111,10 +113,6 @@ def test_batches_through_the_client(client: Any, tmp_path: Path) -> None:
 
 
 def test_image_modes_through_the_client(client: Any, tmp_path: Path) -> None:
-    from PIL import Image
-
-    from tests.image_helpers import cutout, decoded
-
     # submit(image=path) uploads the file first; the same bytes are the same asset
     path = tmp_path / "bottle.png"
     cutout().save(path)
