@@ -42,6 +42,9 @@ def start_worker_process(settings: FarmSettings, name: str) -> JobContext:
         compile_backend=settings.compile_backend,
         encode_unpadded=settings.encode_unpadded,
         batch_max_images=settings.batch_max_images,
+        precision=settings.precision,
+        fuse_mode=settings.fuse,
+        compile_cache_dir=settings.compile_cache_dir,
     )
     if settings.fault_injection:
         log.warning("%s: FAULT INJECTION IS ON (ZFARM_FAULT_INJECTION=1): prompt markers can kill this worker", name)

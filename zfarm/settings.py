@@ -19,6 +19,7 @@ from zfarm.webhook_targets import IPNetwork, parse_networks
 
 MemoryPolicy = Literal["auto", "full", "model-offload", "sequential-offload"]
 CompileMode = Literal["auto", "on", "off"]
+Precision = Literal["bf16", "fp8"]
 DEFAULT_MODEL = "Tongyi-MAI/Z-Image-Turbo"
 TINY_MODEL = "tiny"
 
@@ -57,6 +58,14 @@ class FarmSettings(BaseSettings):
     # depend on what it was batched with; the gain measured with compiled blocks was 4-5 % at 1024x1024.
     batch_max_images: int = Field(1, ge=1, le=64)
     batch_max_pixels: int = Field(4 * 1024 * 1024, ge=256 * 256)
+    # Issue 15. bf16: the exact tier (same seed, same bytes). fp8: the main DiT blocks' linear layers in FP8 with
+    # rowwise scales (worker/precision.py), faster and not exact; such a worker takes only jobs that ask for fp8.
+    precision: Precision = "bf16"
+    # Stacked q/k/v and w1/w3 projections and real-valued RoPE in the DiT blocks (worker/fusion.py); auto = with
+    # compile. Off for LoRA adapters that target to_q/to_k/to_v or w1/w3 by name.
+    fuse: CompileMode = "auto"
+    # Compiled kernels kept in DATA_DIR/compile-cache: a second start loads them instead of compiling again.
+    compile_cache: bool = True
     # Threads that encode, store and record finished jobs while the GPU renders the next; 0 = inline.
     finish_threads: int = Field(2, ge=0, le=16)
 
@@ -154,6 +163,10 @@ class FarmSettings(BaseSettings):
     @property
     def storage_dir(self) -> Path:
         return (self.data_dir / "images").resolve()
+
+    @property
+    def compile_cache_dir(self) -> Path | None:
+        return (self.data_dir / "compile-cache").resolve() if self.compile_cache else None
 
     @property
     def models_dir(self) -> Path:

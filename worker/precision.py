@@ -1,0 +1,84 @@
+"""The FP8 tier: which layers run in FP8, whether this machine can run them, and the conversion.
+
+`ZFARM_PRECISION=fp8` quantizes the linear layers of the 30 main DiT blocks to FP8 with rowwise scales (torchao
+`Float8DynamicActivationFloat8WeightConfig(granularity=PerRow())`: one scale per weight row and per activation
+row, computed at run time). Everything else stays bf16: the adaLN modulation, the 4 refiner blocks, the embedders,
+the final layer, the text encoder and the VAE. Per-tensor scales are not offered: one scale per tensor cannot
+hold Z-Image's MLP activations (up to ~6.6e4) and the images turn to noise (anchors.md).
+
+A worker asked for fp8 that cannot run it (no FP8 tensor cores: compute capability < 8.9; no torchao) refuses to
+start with the reason; it never falls back to bf16 silently, since its jobs would be labelled fp8 and be bf16.
+FP8 trades exactness for speed: images differ from bf16 ones (BENCHMARKS.md gives the drift measured with random
+weights) and must be checked on the real checkpoint before production use.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+import subprocess
+from typing import Literal
+
+from torch import nn
+
+Precision = Literal["bf16", "fp8"]
+PRECISIONS: tuple[Precision, ...] = ("bf16", "fp8")
+FP8_MIN_CAPABILITY = (8, 9)  # Ada and Hopper: the first with FP8 tensor cores
+MAIN_BLOCKS = "layers."  # the 30 main blocks; noise_refiner/context_refiner are named otherwise
+
+
+class PrecisionUnavailable(RuntimeError):
+    """This worker was asked for a precision its machine cannot run."""
+
+
+def is_fp8_target(fqn: str, module: nn.Module) -> bool:
+    """A linear layer of a main block, except its adaLN modulation; dimensions the FP8 GEMM accepts (16s)."""
+    if not isinstance(module, nn.Linear) or not fqn.startswith(MAIN_BLOCKS) or "adaLN" in fqn:
+        return False
+    return module.in_features % 16 == 0 and module.out_features % 16 == 0
+
+
+def fp8_targets(transformer: nn.Module) -> list[str]:
+    return [fqn for fqn, module in transformer.named_modules() if is_fp8_target(fqn, module)]
+
+
+def quantize_fp8(transformer: nn.Module) -> int:
+    """Quantizes the targets in place (CUDA only); returns how many layers were converted."""
+    from torchao.quantization import Float8DynamicActivationFloat8WeightConfig, PerRow, quantize_
+
+    targets = fp8_targets(transformer)
+    config = Float8DynamicActivationFloat8WeightConfig(granularity=PerRow())
+    quantize_(transformer, config, filter_fn=is_fp8_target)
+    return len(targets)
+
+
+def fp8_problem(device: str, capability: tuple[int, int] | None) -> str | None:
+    """Why this machine cannot run the FP8 tier, or None. `capability` is the GPU's (None: no GPU seen)."""
+    if importlib.util.find_spec("torchao") is None:
+        return "ZFARM_PRECISION=fp8 needs torchao (pip install 'zfarm[fp8]'); it is not installed"
+    if device == "cpu" or capability is None:
+        return "ZFARM_PRECISION=fp8 needs an NVIDIA GPU with FP8 tensor cores (compute capability >= 8.9); none is used"
+    if capability < FP8_MIN_CAPABILITY:
+        major, minor = capability
+        return (
+            f"ZFARM_PRECISION=fp8 needs FP8 tensor cores (compute capability >= 8.9); this GPU has {major}.{minor}: "
+            "run it with ZFARM_PRECISION=bf16"
+        )
+    return None
+
+
+def smi_capability() -> tuple[int, int] | None:
+    """The first visible GPU's compute capability through nvidia-smi: the worker's parent must not touch CUDA."""
+    smi = shutil.which("nvidia-smi")
+    if smi is None:
+        return None
+    try:
+        out = subprocess.run(
+            [smi, "--query-gpu=compute_cap", "--format=csv,noheader"], capture_output=True, text=True, timeout=20
+        ).stdout.split()
+    except (subprocess.SubprocessError, OSError):
+        return None
+    if not out:
+        return None
+    major, _, minor = out[0].partition(".")
+    return (int(major), int(minor or 0)) if major.isdigit() else None
