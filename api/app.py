@@ -11,18 +11,18 @@ from fastapi.exceptions import RequestValidationError
 from prometheus_client import CollectorRegistry
 
 from api.body_limit import BodyLimit
-from api.dispatcher import Dispatcher, DispatcherThread
-from api.enqueue import Enqueuer
 from api.errors import validation_handler
 from api.metrics import FarmCollector
 from api.quotas import Quotas
-from api.reconciler import Reconciler, ReconcilerThread
 from api.routes import batches, events, health, jobs, keys, metrics, presets, templates, web, workers
-from api.webhook_sweep import WebhookSweep
-from broker_config.settings import bulk_queue_name, get_broker_settings
+from control.dispatcher import Dispatcher, DispatcherThread
+from control.enqueue import Enqueuer
+from control.reconciler import Reconciler, ReconcilerThread
+from control.webhook_sweep import WebhookSweep
+from core.queues import bulk_queue_name
+from core.settings import FarmSettings, get_settings
+from core.storage import LocalStorage
 from models import make_engine, make_session_factory
-from zfarm.settings import FarmSettings, get_settings
-from zfarm.storage import LocalStorage
 
 
 def create_app(
@@ -36,7 +36,7 @@ def create_app(
         from broker_config.celery_app import app as celery
     engine = make_engine(settings.resolved_database_url)
     sessions = make_session_factory(engine)
-    broker = get_broker_settings()
+    broker = get_settings()
     enqueuer = Enqueuer(celery, sessions, queue or broker.queue)
     redis_url = str(celery.conf.broker_url)
     reconciler = Reconciler(

@@ -18,8 +18,8 @@ from typing import BinaryIO
 from zipstream import ZIP_STORED, ZipStream
 
 from api.manifest import COLUMNS, FileNamer, ImageUrl, manifest_lines
+from core.storage import Storage
 from models import Job
-from zfarm.storage import Storage
 
 CHUNK = 256 * 1024
 SPOOL_IN_MEMORY = 1024 * 1024

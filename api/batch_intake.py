@@ -2,7 +2,7 @@
 
 Nothing is written unless every row is valid. Rows go in with one executemany per table (SQLAlchemy's
 insertmanyvalues), never one round trip per row; no job id is sent to Redis here: bulk jobs wait in SQL
-and the dispatcher (`api.dispatcher`) feeds them to the bulk queue by turns between batches.
+and the dispatcher (`control.dispatcher`) feeds them to the bulk queue by turns between batches.
 """
 
 from __future__ import annotations
@@ -25,11 +25,11 @@ from api.job_identity import content_hash
 from api.prompt_template import parse_template
 from api.refusals import refuse
 from api.schemas import JobCreate
-from models import Batch, Image, Job, JobStatus, Lane, PromptTemplate, WebhookDelivery
+from core.settings import FarmSettings
+from core.token_window import load_tokenizer
+from models import Batch, Image, Job, JobStatus, Lane, PromptTemplate, WebhookDelivery, lifecycle
 from models.base import new_id, utcnow
 from models.dedup import copied_images, find_reusable, reused_values
-from zfarm.settings import FarmSettings
-from zfarm.token_window import load_tokenizer
 
 
 @dataclass(frozen=True)
@@ -169,7 +169,6 @@ def _rows(
             **spec.params,
             "id": new_id(),
             "tenant": principal.tenant,
-            "status": JobStatus.QUEUED,
             "attempts": 0,
             "cancel_requested": False,
             "created_at": now,
@@ -187,8 +186,9 @@ def _rows(
             **{name: None for name in ("worker_name", "device_name", "memory_policy", "model_id")},
             **{name: None for name in ("model_revision", "versions", "recovery")},
         }
-        if (original := reusable.get(digest)) is not None:
-            row.update(reused_values(original), started_at=now, finished_at=now)
+        original = reusable.get(digest)
+        row.update(lifecycle.born_row(reused_values(original) if original else None, now))
+        if original is not None:
             images.extend(copied_images(original, row["id"]))
         jobs.append(row)
     return jobs, images

@@ -8,7 +8,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl, model_validator
 
 from api.schemas import MAX_PROMPT_CHARS, MAX_SEED, Renditions, WebhookOut
-from zfarm.presets import PRESET_NAME, ParameterSet, Preset
+from core.presets import PRESET_NAME, ParameterSet, Preset
 
 CellValue = str | int | float | bool | None
 TEMPLATE_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$"

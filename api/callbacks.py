@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pydantic import HttpUrl
 
-from zfarm.settings import FarmSettings
-from zfarm.webhook_targets import UnsafeTarget, check_at_submit
+from core.settings import FarmSettings
+from core.webhook_targets import UnsafeTarget, check_at_submit
 
 
 def callback_problem(url: HttpUrl | None, settings: FarmSettings) -> tuple[str, str] | None:

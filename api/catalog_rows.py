@@ -20,8 +20,8 @@ from api.job_identity import derive_seed
 from api.prompt_template import Template
 from api.refusals import Problems, refuse
 from api.schemas import JobCreate, rendition_problems
-from zfarm.presets import Preset
-from zfarm.token_window import MAX_TOKENS, chat_wrapped
+from core.presets import Preset
+from core.token_window import MAX_TOKENS, chat_wrapped
 
 # Reserved columns override the job's parameters per row; `format` sets output_format.
 RESERVED = {

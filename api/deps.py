@@ -6,9 +6,9 @@ from typing import Annotated
 from fastapi import Depends, Request
 from sqlalchemy.orm import Session
 
-from api.enqueue import Enqueuer
-from zfarm.settings import FarmSettings
-from zfarm.storage import Storage
+from control.enqueue import Enqueuer
+from core.settings import FarmSettings
+from core.storage import Storage
 
 
 def get_db(request: Request) -> Iterator[Session]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from api.schemas import JobProgress
 from models import Job, JobStatus
-from models.jobs import FINAL_STATUSES
+from models.statuses import FINAL_STATUSES
 
 
 def job_progress(job: Job) -> JobProgress:

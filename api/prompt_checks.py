@@ -5,8 +5,8 @@ from __future__ import annotations
 from fastapi import HTTPException
 
 from api.schemas import JobCreate, rendition_problems
-from zfarm.settings import FarmSettings
-from zfarm.token_window import MAX_TOKENS, count_tokens, load_tokenizer
+from core.settings import FarmSettings
+from core.token_window import MAX_TOKENS, count_tokens, load_tokenizer
 
 
 def problem(field: str, value: object, rule: str) -> dict[str, object]:

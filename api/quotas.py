@@ -10,8 +10,8 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from api.auth import Principal
+from core.settings import FarmSettings
 from models import Job, JobStatus
-from zfarm.settings import FarmSettings
 
 RETRY_AFTER_QUEUE_SECONDS = 30
 

@@ -34,9 +34,9 @@ import sqlalchemy as sa
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from core.storage import image_key  # noqa: E402
 from migrations.runner import upgrade  # noqa: E402
-from zfarm.redis_server import free_port  # noqa: E402
-from zfarm.storage import image_key  # noqa: E402
+from zfarm.launcher.redis_server import free_port  # noqa: E402
 
 PG_ADMIN = os.environ.get("ZFARM_BENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 REDIS = os.environ.get("ZFARM_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")

@@ -35,7 +35,7 @@ sys.path.insert(0, str(REPO))
 
 from migrations.runner import upgrade  # noqa: E402
 from models import Image, Job, Worker, make_engine, make_session_factory  # noqa: E402
-from zfarm.redis_server import free_port, start_embedded_redis  # noqa: E402
+from zfarm.launcher.redis_server import free_port, start_embedded_redis  # noqa: E402
 
 
 @dataclass

@@ -23,8 +23,8 @@ from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast, Qwen3Config, Qwen3Model
 
 from bench.prompts import VOCABULARY
+from core.tiny_tokenizer import SPECIAL
 from worker.tiny_model import CHAT_TEMPLATE, zimage_pipeline, zimage_vae
-from zfarm.tiny_tokenizer import SPECIAL
 
 MARKER = "zfarm-full-random.json"
 

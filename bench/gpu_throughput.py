@@ -33,12 +33,12 @@ from typing import Any
 import httpx
 
 from bench.prompts import prompt
-from zfarm.cli_client import parse_renditions
+from core.settings import FarmSettings
+from zfarm.cli.client_commands import parse_renditions
 from zfarm.client import Client
-from zfarm.embedded import Farm, open_on_loopback
-from zfarm.gpus import visible_gpus
-from zfarm.redis_server import free_port
-from zfarm.settings import FarmSettings
+from zfarm.launcher.embedded import Farm, open_on_loopback
+from zfarm.launcher.gpus import visible_gpus
+from zfarm.launcher.redis_server import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 FINAL = {"succeeded", "failed", "canceled", "dead"}

@@ -4,19 +4,20 @@ from __future__ import annotations
 
 from kombu import Queue
 
-from broker_config.settings import bulk_queue_name, get_broker_settings
 from broker_config.task_names import DELIVER_WEBHOOK
+from core.queues import bulk_queue_name
+from core.settings import get_settings
 
-_s = get_broker_settings()
+_s = get_settings()  # the farm's one settings object
 
-broker_url = _s.redis_url
+broker_url = _s.resolved_redis_url
 broker_connection_retry_on_startup = True
 # Two lanes, one worker reading both. kombu's Redis transport issues one BRPOP over all of a worker's
 # queues; with the default 'round_robin' order it moves the queue that just delivered to the end, so
 # after an interactive job the bulk queue would be asked first. 'priority' keeps the declared order on
 # every BRPOP, and Redis pops from the first non-empty list it is given: an interactive job waits only
 # for the job a worker is running. Fairness between batches is not Redis' job: the bulk queue holds
-# only a few ids, fed in by turns from SQL (api/dispatcher.py).
+# only a few ids, fed in by turns from SQL (control/dispatcher.py).
 broker_transport_options = {"visibility_timeout": _s.visibility_timeout, "queue_order_strategy": "priority"}
 
 # The SQL row is the job's state: no result backend, JSON messages that carry only the job id.

@@ -4,7 +4,8 @@ from models.api_keys import ApiKey
 from models.base import Base
 from models.batches import Batch, PromptTemplate
 from models.db import make_engine, make_session_factory
-from models.jobs import Image, Job, JobStatus, Lane
+from models.jobs import Image, Job, Lane
+from models.statuses import FINAL_STATUSES, JobStatus
 from models.webhooks import DeliveryState, WebhookDelivery
 from models.workers import Worker, WorkerState
 
@@ -15,6 +16,7 @@ __all__ = [
     "DeliveryState",
     "Image",
     "Job",
+    "FINAL_STATUSES",
     "JobStatus",
     "Lane",
     "PromptTemplate",

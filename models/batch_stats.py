@@ -8,7 +8,8 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from models.batches import Batch
-from models.jobs import FINAL_STATUSES, MASTER, Image, Job, JobStatus
+from models.jobs import MASTER, Image, Job
+from models.statuses import FINAL_STATUSES, JobStatus
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,7 @@
 Checked twice: by the API when the job is submitted, and by the worker when it claims the job, so that a
 job queued while its twin was still queued or running (a catalog sent twice in a row) does not render again.
 
-Image keys derive from job id and index (`zfarm.storage.image_key`), and a reused job's Image rows keep the
+Image keys derive from job id and index (`core.storage.image_key`), and a reused job's Image rows keep the
 original job's storage keys: the bytes are shared, never copied. That keeps the key rule intact, since
 nothing new is written under a key, and an original is never rerun (a succeeded job is final), so
 the shared bytes never change under the jobs that point at them.
@@ -17,7 +17,8 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from models.jobs import Job, JobStatus
+from models.jobs import Job
+from models.statuses import JobStatus
 
 CHUNK = 500  # ids per IN (...) list: well under every driver's parameter limit
 
@@ -45,7 +46,7 @@ def find_reusable(session: Session, hashes: Iterable[str], tenant: str | None, m
 def reused_values(original: Job) -> dict[str, Any]:
     """Columns of a new job that is done by reusing `original`'s images."""
     values = {name: getattr(original, name) for name in RECORD_FIELDS}
-    values.update(status=JobStatus.SUCCEEDED, gpu_seconds=0.0, reused_from=original.id, attempts=0)
+    values.update(gpu_seconds=0.0, reused_from=original.id, attempts=0)  # the status: models/lifecycle.py
     return values
 
 

@@ -20,20 +20,9 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from models.base import Base, new_id, utcnow
-from models.types import UTCDateTime
+from models.statuses import JobStatus
+from models.types import StatusType, UTCDateTime
 from models.webhooks import WebhookDelivery
-
-
-class JobStatus(StrEnum):
-    QUEUED = "queued"
-    RUNNING = "running"
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-    CANCELED = "canceled"
-    DEAD = "dead"
-
-
-FINAL_STATUSES = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELED, JobStatus.DEAD})
 
 
 class Lane(StrEnum):
@@ -53,7 +42,8 @@ class Job(Base):
     )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
-    status: Mapped[str] = mapped_column(String(16), default=JobStatus.QUEUED)
+    # Changed only by models/lifecycle.py, through named transitions.
+    status: Mapped[JobStatus] = mapped_column(StatusType(), default=JobStatus.QUEUED)
     tenant: Mapped[str | None] = mapped_column(String(64), default=None, index=True)
 
     # what to render

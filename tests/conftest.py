@@ -41,7 +41,7 @@ def _redis_alive(url: str) -> bool:
 def pytest_configure(config: pytest.Config) -> None:
     url = os.environ.get("ZFARM_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
     if not _redis_alive(url):
-        from zfarm.redis_server import start_embedded_redis
+        from zfarm.launcher.redis_server import start_embedded_redis
 
         tmp = Path(tempfile.mkdtemp(prefix="zfarm-test-redis-"))
         proc, url = start_embedded_redis(tmp)

@@ -20,9 +20,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from api.app import create_app
 from broker_config.celery_app import make_celery
+from core.settings import FarmSettings
 from migrations.runner import upgrade
 from models import Job, Worker, make_engine, make_session_factory
-from zfarm.settings import FarmSettings
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -173,7 +173,7 @@ def serve_http(app: object) -> Iterator[str]:
 
     import uvicorn
 
-    from zfarm.redis_server import free_port
+    from zfarm.launcher.redis_server import free_port
 
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))  # type: ignore[arg-type]

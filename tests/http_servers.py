@@ -13,7 +13,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import uvicorn
 from fastapi import FastAPI
 
-from zfarm.redis_server import free_port
+from zfarm.launcher.redis_server import free_port
 
 
 @contextlib.contextmanager

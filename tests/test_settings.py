@@ -3,8 +3,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from broker_config.settings import BrokerSettings
-from zfarm.settings import FarmSettings
+from core.settings import FarmSettings
 
 
 @pytest.mark.parametrize(
@@ -26,12 +25,12 @@ def test_bad_farm_settings_raise(monkeypatch: pytest.MonkeyPatch, env: str, valu
 def test_broker_settings_refuse_non_redis_url(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ZFARM_REDIS_URL", "amqp://localhost")
     with pytest.raises(ValidationError, match="must start with redis://"):
-        BrokerSettings()
+        FarmSettings()
 
 
 def test_visibility_timeout_exceeds_the_hard_time_limit(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ZFARM_JOB_TIME_LIMIT_SECONDS", "600")
-    s = BrokerSettings()
+    s = FarmSettings()
     assert s.visibility_timeout > s.job_time_limit_seconds
 
 

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from zfarm.storage import LocalStorage, image_key
+from core.storage import LocalStorage, image_key
 
 JOB = "0123456789abcdef0123456789abcdef"
 

@@ -23,9 +23,10 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from models import Job, JobStatus
+from models.lifecycle import Outcome
 from worker.render import RenderRequest
 
-Claim = Callable[[str], RenderRequest | str]
+Claim = Callable[[str], RenderRequest | Outcome]
 
 
 def claim_companions(

@@ -17,11 +17,14 @@ from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from models import Image, Job, JobStatus, Worker
+from core.storage import Storage, image_key
+from core.token_window import MAX_TOKENS
+from models import Image, Job, JobStatus, Worker, lifecycle
 from models.base import utcnow
 from models.db import transaction
 from models.dedup import copied_images, find_reusable, reused_values
-from models.jobs import FINAL_STATUSES
+from models.lifecycle import Outcome
+from models.statuses import FINAL_STATUSES
 from worker.batching import batch_limit, claim_companions, split_seconds
 from worker.finishing import Finisher
 from worker.images import encode_image
@@ -30,8 +33,6 @@ from worker.recovery import render_many_with_recovery
 from worker.render import RenderCanceled, RenderError, RenderRequest, StepCallback
 from worker.renditions import make_rendition
 from worker.runtime import Runtime
-from zfarm.storage import Storage, image_key
-from zfarm.token_window import MAX_TOKENS
 
 log = logging.getLogger(__name__)
 
@@ -57,10 +58,10 @@ class JobContext:
     notify: Callable[[str], None] | None = None
 
 
-def run_job(job_id: str, ctx: JobContext) -> str:
-    """Returns the outcome: succeeded, failed, canceled, dead, skipped or missing."""
+def run_job(job_id: str, ctx: JobContext) -> Outcome:
+    """Runs one delivery of a job; says what it came to."""
     claimed = _claim(job_id, ctx)
-    if isinstance(claimed, str):
+    if isinstance(claimed, Outcome):
         log.info("job %s not run: %s", job_id, claimed)
         return claimed
     if (too_long := _over_token_window(claimed, ctx)) is not None:
@@ -86,7 +87,7 @@ def run_job(job_id: str, ctx: JobContext) -> str:
     _log_stats(ids, reqs, seconds, ctx)
     for (one, req), imgs, gpu_seconds in zip(group, images, seconds, strict=True):
         ctx.finisher.submit(partial(finish_rendered, one, ctx, req, imgs, gpu_seconds, notes, len(group) > 1))
-    return JobStatus.SUCCEEDED
+    return Outcome.RENDERED
 
 
 def _companions(job_id: str, leader: RenderRequest, ctx: JobContext) -> list[tuple[str, RenderRequest]]:
@@ -102,7 +103,7 @@ def _companions(job_id: str, leader: RenderRequest, ctx: JobContext) -> list[tup
     return chosen
 
 
-def _run_alone(job_id: str, req: RenderRequest, ctx: JobContext) -> str:
+def _run_alone(job_id: str, req: RenderRequest, ctx: JobContext) -> Outcome:
     started = time.perf_counter()
     try:
         [images], notes = render_many_with_recovery(ctx.runtime, [req], on_step=_on_step([job_id], ctx))
@@ -111,7 +112,7 @@ def _run_alone(job_id: str, req: RenderRequest, ctx: JobContext) -> str:
     except (RenderError, ValueError) as exc:
         return finish_without_images(job_id, ctx, JobStatus.FAILED, f"{type(exc).__name__}: {exc}")
     store_results(job_id, ctx, req, images, time.perf_counter() - started, notes)
-    return JobStatus.SUCCEEDED
+    return Outcome.RENDERED
 
 
 def _on_step(ids: list[str], ctx: JobContext) -> StepCallback:
@@ -122,10 +123,8 @@ def _on_step(ids: list[str], ctx: JobContext) -> StepCallback:
     return on_step
 
 
-def _finish_all(ids: list[str], ctx: JobContext, status: JobStatus, error: str) -> str:
-    for one in ids:
-        finish_without_images(one, ctx, status, error)
-    return status
+def _finish_all(ids: list[str], ctx: JobContext, status: JobStatus, error: str) -> Outcome:
+    return [finish_without_images(one, ctx, status, error) for one in ids][0]
 
 
 def _log_stats(ids: list[str], reqs: list[RenderRequest], seconds: list[float], ctx: JobContext) -> None:
@@ -166,54 +165,45 @@ def _cancel_requested(job_id: str, ctx: JobContext) -> bool:
         return bool(s.scalar(select(Job.cancel_requested).where(Job.id == job_id)))
 
 
-def _claim(job_id: str, ctx: JobContext) -> RenderRequest | str:
+def _claim(job_id: str, ctx: JobContext) -> RenderRequest | Outcome:
     claimed = claim_job(job_id, ctx)
-    if isinstance(claimed, str) and claimed in (JobStatus.CANCELED, JobStatus.DEAD, REUSED):
+    if claimed in (Outcome.CANCELED, Outcome.DEAD, Outcome.REUSED):
         _notify(job_id, ctx)  # it ended here, at the claim
     return claimed
 
 
-def claim_job(job_id: str, ctx: JobContext) -> RenderRequest | str:
+def claim_job(job_id: str, ctx: JobContext) -> RenderRequest | Outcome:
     with transaction(ctx.sessions) as s:
         job = s.get(Job, job_id)
         if job is None:
-            return "missing"
+            return Outcome.MISSING
         if job.status in FINAL_STATUSES:
-            return "skipped"
+            return Outcome.SKIPPED
         if job.status == JobStatus.RUNNING and job.worker_name != ctx.name and _alive(s, job.worker_name, ctx):
-            return "skipped"  # a duplicate delivery while a live worker runs it
+            return Outcome.SKIPPED  # a duplicate delivery while a live worker runs it
         if job.status == JobStatus.RUNNING and job_id in ctx.in_flight:
-            return "skipped"  # rendered here (in a batch) and being stored by a finisher thread
+            return Outcome.SKIPPED  # rendered here (in a batch) and being stored by a finisher thread
         if job.cancel_requested:
-            job.status, job.finished_at, job.error = JobStatus.CANCELED, utcnow(), "canceled before it ran"
-            return "canceled"
+            ended = lifecycle.cancel(s, Job.id == job.id, Job.status == job.status, error="canceled before it ran")
+            return Outcome.CANCELED if ended else Outcome.SKIPPED
         if job.attempts >= ctx.max_attempts:
-            job.status, job.finished_at = JobStatus.DEAD, utcnow()
-            job.error = f"gave up after {job.attempts} attempts (cap {ctx.max_attempts}); last error: {job.error}"
-            return JobStatus.DEAD
+            error = f"gave up after {job.attempts} attempts (cap {ctx.max_attempts}); last error: {job.error}"
+            return Outcome.DEAD if lifecycle.kill(s, job, error) else Outcome.SKIPPED
         if _reuse_finished(s, job, ctx):
-            return REUSED
-        # Compare-and-set on (status, attempts): of two deliveries racing here, one wins.
+            return Outcome.REUSED
         rt = ctx.runtime
-        won = s.execute(
-            update(Job)
-            .where(Job.id == job_id, Job.status == job.status, Job.attempts == job.attempts)
-            .values(
-                status=JobStatus.RUNNING,
-                attempts=job.attempts + 1,
-                started_at=utcnow(),
-                worker_name=ctx.name,
-                device_name=rt.device_name,
-                memory_policy=rt.policy,
-                model_id=rt.source.model_id if rt.source else rt.model,
-                model_revision=rt.source.revision if rt.source else rt.revision,
-                versions=rt.versions(),
-                error=None,
-            )
-            .execution_options(synchronize_session=False)
-        ).rowcount
-        if won != 1:
-            return "skipped"
+        won = lifecycle.claim(
+            s,
+            job,
+            worker_name=ctx.name,
+            device_name=rt.device_name,
+            memory_policy=rt.policy,
+            model_id=rt.source.model_id if rt.source else rt.model,
+            model_revision=rt.source.revision if rt.source else rt.revision,
+            versions=rt.versions(),
+        )
+        if not won:
+            return Outcome.SKIPPED
         ctx.in_flight.add(job_id)
         s.execute(update(Worker).where(Worker.name == ctx.name).values(state="busy", current_job_id=job_id))
         return RenderRequest(
@@ -234,9 +224,6 @@ def claim_job(job_id: str, ctx: JobContext) -> RenderRequest | str:
         )
 
 
-REUSED = "reused"
-
-
 def _reuse_finished(s: Session, job: Job, ctx: JobContext) -> bool:
     """Done without rendering when a twin (same content hash, tenant and model) succeeded since it was queued.
 
@@ -250,14 +237,7 @@ def _reuse_finished(s: Session, job: Job, ctx: JobContext) -> bool:
     original = find_reusable(s, [job.content_hash], job.tenant, model).get(job.content_hash)
     if original is None or original.id == job.id:
         return False
-    now = utcnow()
-    won = s.execute(
-        update(Job)
-        .where(Job.id == job.id, Job.status == job.status, Job.attempts == job.attempts)
-        .values(**reused_values(original), started_at=now, finished_at=now, error=None)
-        .execution_options(synchronize_session=False)
-    ).rowcount
-    if won != 1:
+    if not lifecycle.reuse(s, job, reused_values(original)):
         return False
     s.execute(delete(Image).where(Image.job_id == job.id))  # a requeued job may hold an earlier attempt's rows
     s.execute(insert(Image), copied_images(original, job.id))
@@ -357,30 +337,26 @@ def store_results(
                 )
             )
     with transaction(ctx.sessions) as s:
+        if not lifecycle.succeed(s, job_id, gpu_seconds, "; ".join(notes) or None):
+            # It ended elsewhere meanwhile (failed past the hard limit, canceled): that ending stands, and
+            # these images are not recorded (the files under its keys are overwritten by any rerun).
+            log.warning("job %s rendered here but had already ended: images not recorded", job_id)
+            _worker_done(s, ctx, job_id)
+            return
         # A rerun replaces the rows of an earlier attempt: one set of images per job, never two.
         s.execute(delete(Image).where(Image.job_id == job_id))
         s.add_all(rows)
-        s.execute(
-            update(Job)
-            .where(Job.id == job_id)
-            .values(
-                status=JobStatus.SUCCEEDED,
-                finished_at=utcnow(),
-                gpu_seconds=gpu_seconds,
-                error=None,
-                recovery="; ".join(notes) or None,
-            )
-        )
         _worker_done(s, ctx, job_id)
     _notify(job_id, ctx)
 
 
-def finish_without_images(job_id: str, ctx: JobContext, status: JobStatus, error: str) -> str:
+def finish_without_images(job_id: str, ctx: JobContext, status: JobStatus, error: str) -> Outcome:
+    """A claimed job ends failed or canceled with the reason (SKIPPED if it had ended otherwise meanwhile)."""
     with transaction(ctx.sessions) as s:
-        s.execute(update(Job).where(Job.id == job_id).values(status=status, finished_at=utcnow(), error=error))
+        ended = lifecycle.end(s, job_id, status, error)
         _worker_done(s, ctx, job_id)
     _notify(job_id, ctx)
-    return status
+    return lifecycle.ENDED[status] if ended else Outcome.SKIPPED
 
 
 def _notify(job_id: str, ctx: JobContext) -> None:

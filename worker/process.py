@@ -13,16 +13,15 @@ import torch
 from sqlalchemy import update
 from sqlalchemy.orm import Session, sessionmaker
 
-from broker_config.settings import get_broker_settings
-from models import Job, JobStatus, Worker, WorkerState, make_engine, make_session_factory
+from core.settings import FarmSettings, get_settings
+from core.storage import LocalStorage
+from models import Job, Worker, WorkerState, lifecycle, make_engine, make_session_factory
 from models.base import utcnow
 from models.db import transaction
 from worker.finishing import Finisher
 from worker.jobs import JobContext
 from worker.runtime import Runtime
 from worker.webhooks import notify_webhook
-from zfarm.settings import FarmSettings
-from zfarm.storage import LocalStorage
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +84,7 @@ def start_worker_process(settings: FarmSettings, name: str) -> JobContext:
         storage=LocalStorage(settings.storage_dir),
         max_attempts=settings.max_attempts,
         offline_after_seconds=settings.worker_offline_after_seconds,
-        time_limit_seconds=get_broker_settings().job_time_limit_seconds,
+        time_limit_seconds=get_settings().job_time_limit_seconds,
         batch_max_images=settings.batch_max_images,
         batch_max_pixels=settings.batch_max_pixels,
         finisher=Finisher(settings.finish_threads),
@@ -117,11 +116,7 @@ def register(sessions: sessionmaker[Session], name: str, runtime: Runtime) -> No
         s.add(row)
         # A process that just started runs nothing: jobs still marked running under this name were cut off
         # with the process before it (kill -9 of the whole worker). Back to the queue; the reconciler sends them.
-        s.execute(
-            update(Job)
-            .where(Job.status == JobStatus.RUNNING, Job.worker_name == name)
-            .values(status=JobStatus.QUEUED, enqueued_at=None, error="requeued: its worker restarted")
-        )
+        lifecycle.requeue(s, Job.worker_name == name, error="requeued: its worker restarted")
 
 
 def set_state(sessions: sessionmaker[Session], name: str, state: WorkerState, **values: object) -> None:

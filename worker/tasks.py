@@ -14,11 +14,11 @@ from sqlalchemy.exc import OperationalError
 
 from broker_config.celery_app import app
 from broker_config.task_names import RENDER_JOB
+from core.settings import get_settings
 from models import WorkerState
 from worker.failures import mark_failed
 from worker.jobs import JobContext, run_job
 from worker.process import set_state, start_worker_process
-from zfarm.settings import get_settings
 
 log = logging.getLogger(__name__)
 _ctx: JobContext | None = None

@@ -16,7 +16,7 @@ import torch
 from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, ZImagePipeline, ZImageTransformer2DModel
 from transformers import PreTrainedTokenizerFast, Qwen3Config, Qwen3Model
 
-from zfarm.tiny_tokenizer import build_raw_tokenizer
+from core.tiny_tokenizer import build_raw_tokenizer
 
 TINY_VERSION = "tiny-v1"
 _MARKER = "zfarm-tiny.json"

@@ -9,10 +9,10 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from broker_config.celery_app import app
 from broker_config.task_names import DELIVER_WEBHOOK
+from core.settings import get_settings
 from models import make_engine, make_session_factory
 from worker.webhook_slots import TenantSlots
 from worker.webhooks import deliver_once
-from zfarm.settings import get_settings
 
 _sessions: sessionmaker[Session] | None = None
 _slots: TenantSlots | None = None

@@ -21,16 +21,17 @@ from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from broker_config.task_names import DELIVER_WEBHOOK
+from core.settings import FarmSettings
+from core.webhook_targets import IPNetwork, Target, UnsafeTarget, target_for_sending
 from models import Batch, DeliveryState, Job, JobStatus, WebhookDelivery
 from models.base import utcnow
 from models.batch_stats import batch_stats
 from models.db import transaction
-from models.webhooks import MAX_BACKOFF_SECONDS, take_due
+from models.deliveries import take_due
+from models.records import image_records
+from models.webhooks import MAX_BACKOFF_SECONDS
 from worker.webhook_slots import TenantSlots
-from zfarm.image_urls import image_records
-from zfarm.settings import FarmSettings
 from zfarm.webhook_signing import SIGNATURE_HEADER, sign
-from zfarm.webhook_targets import IPNetwork, Target, UnsafeTarget, target_for_sending
 
 log = logging.getLogger(__name__)
 TEST_MODEL = "tiny"
@@ -251,7 +252,7 @@ def notify_webhook(job_id: str, sessions: sessionmaker[Session]) -> None:
     """The fast path after a job ends: hand its webhook, and its batch's if that was the batch's last job,
     to the webhooks queue now, not at the next sweep."""
     from broker_config.celery_app import app
-    from broker_config.settings import get_broker_settings
+    from core.settings import get_settings
 
     try:
         with transaction(sessions) as s:
@@ -260,6 +261,6 @@ def notify_webhook(job_id: str, sessions: sessionmaker[Session]) -> None:
             if batch_id is not None:
                 due += take_due(s, batch_id=batch_id)
         for delivery_id in due:
-            app.send_task(DELIVER_WEBHOOK, args=[delivery_id], queue=get_broker_settings().webhook_queue)
+            app.send_task(DELIVER_WEBHOOK, args=[delivery_id], queue=get_settings().webhook_queue)
     except Exception:  # never fail a finished render over its notification; the API's sweep sends it later
         log.exception("could not hand the webhook of job %s to the queue", job_id)

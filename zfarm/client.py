@@ -21,8 +21,8 @@ from typing import Any
 
 import httpx
 
+from models.records import image_path
 from zfarm.client_batches import AsyncBatchCalls, BatchCalls
-from zfarm.image_urls import image_path
 
 FINAL = frozenset({"succeeded", "failed", "canceled", "dead"})
 EXT = {"png": "png", "webp": "webp", "jpeg": "jpg"}

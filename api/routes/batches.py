@@ -10,7 +10,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import StreamingResponse
 from pydantic import ValidationError
-from sqlalchemy import select, update
+from sqlalchemy import select
 from starlette.datastructures import UploadFile
 
 from api.archive import archive_chunks
@@ -23,12 +23,12 @@ from api.deps import SessionDep, StorageDep
 from api.manifest import ImageUrl, csv_chunks
 from api.refusals import Refusal, refuse
 from api.schemas import WebhookOut
-from api.webhook_sweep import send_now
-from models import Batch, Job, JobStatus, WebhookDelivery
+from control.webhook_sweep import send_now
+from core.settings import FarmSettings
+from models import Batch, Job, WebhookDelivery, lifecycle
 from models.base import utcnow
-from models.webhooks import reopen_batch_delivery
-from zfarm.image_urls import image_path
-from zfarm.settings import FarmSettings
+from models.deliveries import reopen_batch_delivery
+from models.records import image_path
 
 router = APIRouter(prefix="/v1/batches", tags=["batches"])
 _FORM_FIELDS = set(BatchOptions.model_fields) | {"file", "file_format"}
@@ -284,41 +284,19 @@ def retry_failed(batch_id: str, session: SessionDep, request: Request, principal
     canceled, queued and running jobs are left as they are.
     """
     batch = _get_batch(session, batch_id, principal)
-    result = session.execute(
-        update(Job)
-        .where(Job.batch_id == batch.id, Job.status.in_([JobStatus.FAILED, JobStatus.DEAD]))
-        .values(
-            status=JobStatus.QUEUED,
-            attempts=0,
-            error=None,
-            started_at=None,
-            finished_at=None,
-            enqueued_at=None,  # the dispatcher sends them, by turns with other batches
-            gpu_seconds=None,
-            cancel_requested=False,
-        )
-    )
-    if result.rowcount:
+    requeued = lifecycle.retry(session, Job.batch_id == batch.id)
+    if requeued:
         reopen_batch_delivery(session, batch.id)  # it will finish again: announce that ending too
     session.commit()
     request.app.state.wake_dispatcher()
-    return RetryOut(batch_id=batch.id, requeued=result.rowcount or 0)
+    return RetryOut(batch_id=batch.id, requeued=requeued)
 
 
 @router.delete("/{batch_id}", response_model=BatchOut)
 def cancel_batch(batch_id: str, session: SessionDep, request: Request, principal: PrincipalDep) -> BatchOut:
     """Cancels every job of the batch that has not started; running jobs finish."""
     batch = _get_batch(session, batch_id, principal)
-    session.execute(
-        update(Job)
-        .where(Job.batch_id == batch.id, Job.status == JobStatus.QUEUED)
-        .values(
-            status=JobStatus.CANCELED,
-            cancel_requested=True,
-            finished_at=utcnow(),
-            error="canceled with its batch before it ran",
-        )
-    )
+    lifecycle.cancel(session, Job.batch_id == batch.id, error="canceled with its batch before it ran", only_queued=True)
     batch.canceled_at = batch.canceled_at or utcnow()
     session.commit()
     send_now(request.app.state.sessions, request.app.state.celery, batch_id=batch.id)  # if nothing still runs

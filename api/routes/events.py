@@ -22,7 +22,7 @@ from api.auth import PrincipalDep
 from api.deps import SessionDep
 from api.routes.jobs import job_out
 from models import Batch, Job, JobStatus
-from models.jobs import FINAL_STATUSES
+from models.statuses import FINAL_STATUSES
 
 router = APIRouter(tags=["events"])
 POLL_SECONDS = 0.5

@@ -26,12 +26,12 @@ from api.schemas import (
     JobOut,
     WebhookOut,
 )
-from api.webhook_sweep import send_now
-from models import Image, Job, JobStatus, Lane, WebhookDelivery
+from control.webhook_sweep import send_now
+from models import Image, Job, JobStatus, Lane, WebhookDelivery, lifecycle
 from models.base import utcnow
 from models.dedup import copied_images, find_reusable, reused_values
-from models.jobs import FINAL_STATUSES
-from zfarm.image_urls import image_records
+from models.records import image_records
+from models.statuses import FINAL_STATUSES
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 MEDIA_TYPES = {"png": "image/png", "webp": "image/webp", "jpeg": "image/jpeg"}
@@ -133,7 +133,6 @@ def create_job(
         quality=body.quality,
         renditions=[r.model_dump() for r in body.renditions] or None,
         dedup=body.dedup,
-        status=JobStatus.QUEUED,
         attempts=0,
         cancel_requested=False,
         created_at=utcnow(),
@@ -148,9 +147,7 @@ def create_job(
     if original:
         # Done at once: same model, parameters and seed as a succeeded job, whose images it shares.
         [earlier_job] = original.values()
-        for name, value in reused_values(earlier_job).items():
-            setattr(job, name, value)
-        job.started_at = job.finished_at = job.created_at
+        lifecycle.born_reused(job, reused_values(earlier_job))
     session.add(job)
     try:
         session.flush()
@@ -213,11 +210,12 @@ def cancel_job(job_id: str, session: SessionDep, request: Request, principal: Pr
     job = _get_job(session, job_id, principal)
     if job.status in FINAL_STATUSES:
         raise HTTPException(409, detail=f"job {job_id} is already {job.status}; only queued or running jobs cancel")
-    job.cancel_requested = True
-    if job.status == JobStatus.QUEUED:
-        # Never runs: the worker sees a final status and skips the message.
-        job.status, job.finished_at, job.error = JobStatus.CANCELED, utcnow(), "canceled before it ran"
+    # A queued job never runs (the worker sees a final status and skips the message); a running one is
+    # asked to stop and its worker ends it at the next step check.
+    if not lifecycle.cancel(session, Job.id == job.id, error="canceled before it ran", only_queued=True):
+        job.cancel_requested = True
     session.commit()
+    session.refresh(job)
     if job.webhook is not None and job.status in FINAL_STATUSES:
         send_now(request.app.state.sessions, request.app.state.celery, job_id)
         session.refresh(job.webhook)

@@ -4,7 +4,7 @@ from fastapi import APIRouter
 
 from api.batch_schemas import PresetList, PresetOut
 from api.deps import SettingsDep
-from zfarm.presets import SHIPPED
+from core.presets import SHIPPED
 
 router = APIRouter(prefix="/v1/presets", tags=["batches"])
 

@@ -11,10 +11,10 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
 from api.app import create_app
-from broker_config.settings import bulk_queue_name, get_broker_settings
+from core.queues import bulk_queue_name
+from core.settings import FarmSettings, get_settings
 from migrations.runner import upgrade
 from models import Batch, Job
-from zfarm.settings import FarmSettings
 
 
 @contextmanager
@@ -34,7 +34,7 @@ def batch_api(database_url: str, data_dir: Path, redis_url: str, **overrides: ob
 
 
 def _queues() -> list[str]:
-    queue = get_broker_settings().queue
+    queue = get_settings().queue
     return [queue, bulk_queue_name(queue)]
 
 

@@ -12,10 +12,9 @@ from fastapi.testclient import TestClient
 
 from api.app import create_app
 from api.keys import create_key
-from broker_config.settings import get_broker_settings
+from core.settings import FarmSettings, get_settings
 from migrations.runner import upgrade
 from models import ApiKey, make_engine, make_session_factory
-from zfarm.settings import FarmSettings
 
 
 @pytest.fixture
@@ -30,7 +29,7 @@ def farm(tmp_path: Path, redis_url: str) -> Iterator[tuple[TestClient, dict[str,
     settings = FarmSettings(data_dir=tmp_path, database_url=url, auth=True)
     with TestClient(create_app(settings)) as client:
         yield client, keys
-    redis.Redis.from_url(redis_url).delete(get_broker_settings().queue)
+    redis.Redis.from_url(redis_url).delete(get_settings().queue)
 
 
 def _h(key: str) -> dict[str, str]:
@@ -114,4 +113,4 @@ def test_submits_over_the_tenant_quota_answer_429_with_retry_after(tmp_path: Pat
         third = client.post("/v1/jobs", json={"prompt": "p"}, headers=_h(capped))
         assert "jobs waiting; the cap is 2" in third.json()["detail"]
         assert third.headers["retry-after"] == "30"
-    redis.Redis.from_url(redis_url).delete(get_broker_settings().queue)
+    redis.Redis.from_url(redis_url).delete(get_settings().queue)

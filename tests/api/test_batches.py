@@ -15,13 +15,14 @@ import redis
 from fastapi.testclient import TestClient
 from sqlalchemy import select, update
 
-from api.dispatcher import take_turns
 from api.job_identity import derive_seed
-from broker_config.settings import bulk_queue_name, get_broker_settings
+from control.dispatcher import take_turns
+from core.presets import SHIPPED
+from core.queues import bulk_queue_name
+from core.settings import get_settings
+from core.storage import image_key
 from models import Image, Job, JobStatus
 from tests.api.batch_helpers import TEMPLATE, batch_api, rows, written_and_queued
-from zfarm.presets import SHIPPED
-from zfarm.storage import image_key
 
 
 @pytest.fixture
@@ -154,11 +155,11 @@ def test_idempotency_key_on_batches_returns_the_original(api: TestClient, redis_
 def test_idempotency_key_on_jobs_returns_the_original(api: TestClient, redis_url: str) -> None:
     body = {"prompt": "a brass lamp", "width": 512, "height": 512}
     first = api.post("/v1/jobs", json=body, headers={"Idempotency-Key": "lamp-1"})
-    queued = redis.Redis.from_url(redis_url).llen(get_broker_settings().queue)
+    queued = redis.Redis.from_url(redis_url).llen(get_settings().queue)
     again = api.post("/v1/jobs", json=body, headers={"Idempotency-Key": "lamp-1"})
     assert again.status_code == first.status_code == 202
     assert again.json() == first.json()  # nothing changed in between: the very same record
-    assert redis.Redis.from_url(redis_url).llen(get_broker_settings().queue) == queued
+    assert redis.Redis.from_url(redis_url).llen(get_settings().queue) == queued
     assert api.post("/v1/jobs", json={**body, "width": 768}, headers={"Idempotency-Key": "lamp-1"}).status_code == 409
 
 
@@ -167,7 +168,7 @@ def test_single_job_with_the_content_of_a_succeeded_job_reuses_its_images(api: T
     original = api.post("/v1/jobs", json=body).json()
     with api.app.state.sessions() as s:
         _finish(api, s.get(Job, original["id"]), b"fake image bytes")
-    queue = get_broker_settings().queue
+    queue = get_settings().queue
     queued = redis.Redis.from_url(redis_url).llen(queue)
     # when
     reused = api.post("/v1/jobs", json=body).json()
@@ -227,14 +228,14 @@ def test_archive_is_streamed_with_every_image_named_by_key(api: TestClient) -> N
 
 def test_bulk_jobs_wait_in_sql_and_only_a_few_ids_go_to_redis(api: TestClient, redis_url: str) -> None:
     batch = _create(api, rows=rows(50))
-    bulk = bulk_queue_name(get_broker_settings().queue)
+    bulk = bulk_queue_name(get_settings().queue)
     r = redis.Redis.from_url(redis_url)
     from tests.farm_helpers import wait_for
 
     wait_for(lambda: r.llen(bulk) == 3, 10, "the dispatcher to fill the bulk queue")
     api.app.state.dispatcher.top_up()
     assert r.llen(bulk) == 3  # the depth: the other 47 wait in SQL
-    assert r.llen(get_broker_settings().queue) == 0
+    assert r.llen(get_settings().queue) == 0
     assert api.get(batch["url"]).json()["counts"]["queued"] == 50
 
 
@@ -302,9 +303,9 @@ def test_tenants_see_only_their_own_batches_templates_and_reuse(tmp_path: Path, 
 
 
 def test_the_dispatcher_shares_the_bulk_queue_between_tenants_not_batches(tmp_path: Path, redis_url: str) -> None:
-    from api.broker_inspect import _job_id
-    from api.dispatcher import Dispatcher
     from api.keys import create_key
+    from control.broker_inspect import _job_id
+    from control.dispatcher import Dispatcher
     from tests.farm_helpers import wait_for
 
     url = f"sqlite:///{tmp_path / 'zfarm.db'}"
@@ -316,7 +317,7 @@ def test_the_dispatcher_shares_the_bulk_queue_between_tenants_not_batches(tmp_pa
             rows_n = [{"sku": f"A{n}-{i}", "product": "mug"} for i in range(4)]
             api.post("/v1/batches", json={"template": TEMPLATE, "rows": rows_n}, headers=acme)
         api.post("/v1/batches", json={"template": TEMPLATE, "rows": rows(4)}, headers=globex)
-        bulk = bulk_queue_name(get_broker_settings().queue)
+        bulk = bulk_queue_name(get_settings().queue)
         r = redis.Redis.from_url(redis_url)
         wait_for(lambda: r.llen(bulk) == 1, 10, "the first id (acme's first batch)")
         # when: rounds fill eight more places (a round yields to the API's own if that holds the lock)

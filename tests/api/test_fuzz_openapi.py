@@ -11,9 +11,8 @@ from fastapi import FastAPI
 from hypothesis import HealthCheck, given, settings
 
 from api.app import create_app
-from broker_config.settings import get_broker_settings
+from core.settings import FarmSettings, get_settings
 from migrations.runner import upgrade
-from zfarm.settings import FarmSettings
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +22,7 @@ def fuzz_app(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Iterat
     upgrade(url)
     app = create_app(FarmSettings(data_dir=tmp, database_url=url, model="tiny", auth=False))
     yield app
-    redis.Redis.from_url(redis_url).delete(get_broker_settings().queue)
+    redis.Redis.from_url(redis_url).delete(get_settings().queue)
 
 
 @pytest.fixture(scope="module")

@@ -10,9 +10,8 @@ import redis
 from fastapi.testclient import TestClient
 
 from api.app import create_app
-from broker_config.settings import get_broker_settings
+from core.settings import FarmSettings, get_settings
 from migrations.runner import upgrade
-from zfarm.settings import FarmSettings
 
 
 @pytest.fixture
@@ -24,7 +23,7 @@ def api(tmp_path: Path, redis_url: str) -> Iterator[TestClient]:
     )
     with TestClient(create_app(settings)) as client:
         yield client
-    redis.Redis.from_url(redis_url).delete(get_broker_settings().queue)
+    redis.Redis.from_url(redis_url).delete(get_settings().queue)
 
 
 def test_body_over_the_limit_answers_413(api: TestClient) -> None:

@@ -15,10 +15,10 @@ from sqlalchemy.orm import Session, sessionmaker
 from api.app import create_app
 from api.keys import create_key
 from api.metrics import FarmCollector
+from core.settings import FarmSettings
 from migrations.runner import upgrade
 from models import DeliveryState, Image, Job, JobStatus, WebhookDelivery, Worker
 from models.base import utcnow
-from zfarm.settings import FarmSettings
 
 
 def _job(status: str, latency: float | None = None, gpu: float | None = None, error: str | None = None) -> Job:

@@ -8,10 +8,10 @@ from pathlib import Path
 import redis
 from celery import Celery
 
-from api.enqueue import Enqueuer
-from api.reconciler import Reconciler
 from broker_config.celery_app import app as celery_app
-from broker_config.settings import get_broker_settings
+from control.enqueue import Enqueuer
+from control.reconciler import Reconciler
+from core.settings import get_settings
 from migrations.runner import upgrade
 from models import Job, make_engine, make_session_factory
 from models.base import utcnow
@@ -23,7 +23,7 @@ def test_job_left_unsent_while_broker_was_down_is_resent(tmp_path: Path, redis_u
     url = f"sqlite:///{tmp_path / 'zfarm.db'}"
     upgrade(url)
     sessions = make_session_factory(make_engine(url))
-    queue = get_broker_settings().queue
+    queue = get_settings().queue
     dead_broker = Celery("down", broker="redis://127.0.0.1:1/0")
     with transaction(sessions) as s:
         job = Job(

@@ -14,9 +14,9 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select, update
 
 from api.job_identity import content_hash, normalized_parameters
+from core.storage import image_key
 from models import Image, Job, JobStatus
 from tests.api.batch_helpers import TEMPLATE, batch_api, rows, written_and_queued
-from zfarm.storage import image_key
 
 THUMB = {"name": "thumb", "width": 128, "height": 128, "format": "webp", "quality": 80}
 

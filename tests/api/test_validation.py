@@ -11,10 +11,9 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
 from api.app import create_app
-from broker_config.settings import get_broker_settings
+from core.settings import FarmSettings, get_settings
 from migrations.runner import upgrade
 from models import Job, make_engine, make_session_factory
-from zfarm.settings import FarmSettings
 
 
 @pytest.fixture
@@ -29,7 +28,7 @@ def _counts(api: TestClient, redis_url: str) -> tuple[int, int]:
     sessions = make_session_factory(make_engine(api.app.state.settings.resolved_database_url))
     with sessions() as s:
         rows = s.scalar(select(func.count()).select_from(Job))
-    queued = redis.Redis.from_url(redis_url).llen(get_broker_settings().queue)
+    queued = redis.Redis.from_url(redis_url).llen(get_settings().queue)
     return rows, queued
 
 
@@ -87,14 +86,14 @@ def test_valid_job_is_accepted_queued_and_recorded(api: TestClient, redis_url: s
     assert job["parameters"]["guidance_scale"] == 0.0
     assert response.headers["location"].endswith(f"/v1/jobs/{job['id']}")
     assert _counts(api, redis_url) == (rows + 1, queued + 1)
-    redis.Redis.from_url(redis_url).delete(get_broker_settings().queue)
+    redis.Redis.from_url(redis_url).delete(get_settings().queue)
 
 
 def test_seed_is_drawn_and_recorded_when_not_given(api: TestClient, redis_url: str) -> None:
     job = api.post("/v1/jobs", json={"prompt": "a mug"}).json()
     assert 0 <= job["parameters"]["seed"] < 2**63
     assert api.get(f"/v1/jobs/{job['id']}").json()["parameters"]["seed"] == job["parameters"]["seed"]
-    redis.Redis.from_url(redis_url).delete(get_broker_settings().queue)
+    redis.Redis.from_url(redis_url).delete(get_settings().queue)
 
 
 def test_unknown_job_and_image_answer_404(api: TestClient, redis_url: str) -> None:
@@ -102,7 +101,7 @@ def test_unknown_job_and_image_answer_404(api: TestClient, redis_url: str) -> No
     job = api.post("/v1/jobs", json={"prompt": "a mug"}).json()
     missing = api.get(f"/v1/jobs/{job['id']}/images/0")
     assert missing.status_code == 404 and "no image 0" in missing.json()["detail"]
-    redis.Redis.from_url(redis_url).delete(get_broker_settings().queue)
+    redis.Redis.from_url(redis_url).delete(get_settings().queue)
 
 
 def test_openapi_docs_are_served(api: TestClient) -> None:

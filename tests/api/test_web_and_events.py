@@ -11,9 +11,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.app import create_app
+from core.settings import FarmSettings
 from migrations.runner import upgrade
 from tests.farm_helpers import REPO
-from zfarm.settings import FarmSettings
 
 
 @pytest.fixture

@@ -14,12 +14,12 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from api.app import create_app
+from core.settings import FarmSettings
+from core.webhook_targets import UnsafeTarget, check_at_submit, parse_networks
 from migrations.runner import upgrade
 from models import Batch, DeliveryState, Job, JobStatus, WebhookDelivery
 from tests.http_servers import Receiver, webhook_receiver
 from worker.webhooks import deliver_once
-from zfarm.settings import FarmSettings
-from zfarm.webhook_targets import UnsafeTarget, check_at_submit, parse_networks
 
 SECRET = "unit-test-secret-0123456789"
 INTERNAL = [

@@ -14,16 +14,16 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from api.app import create_app
-from api.webhook_sweep import send_due_webhooks
 from broker_config.celery_app import app as celery_app
+from control.webhook_sweep import send_due_webhooks
+from core.settings import FarmSettings
 from migrations.runner import upgrade
 from models import Batch, DeliveryState, Job, JobStatus, WebhookDelivery
 from models.base import utcnow
-from models.webhooks import reopen_batch_delivery, take_due
+from models.deliveries import reopen_batch_delivery, take_due
 from tests.http_servers import Receiver, webhook_receiver
 from worker.webhooks import backoff_seconds, deliver_once
-from zfarm.redis_server import free_port
-from zfarm.settings import FarmSettings
+from zfarm.launcher.redis_server import free_port
 from zfarm.webhook_signing import SIGNATURE_HEADER, SignatureError, sign, verify
 
 SECRET = "unit-test-secret-0123456789"

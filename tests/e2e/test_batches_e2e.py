@@ -12,7 +12,7 @@ import pytest
 import redis
 from sqlalchemy import select, update
 
-from api.broker_inspect import _job_id
+from control.broker_inspect import _job_id
 from models import Job, JobStatus, Lane
 from tests.farm_helpers import LiveFarm, job_status, live_farm, wait_for
 

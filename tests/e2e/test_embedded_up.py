@@ -19,7 +19,7 @@ import pytest
 
 from tests.farm_helpers import REPO, wait_for
 from zfarm.client import AsyncClient, Client
-from zfarm.redis_server import free_port
+from zfarm.launcher.redis_server import free_port
 
 pytestmark = pytest.mark.e2e
 

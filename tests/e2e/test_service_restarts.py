@@ -15,7 +15,7 @@ from sqlalchemy import func, select
 
 from models import Image, Job
 from tests.farm_helpers import LiveFarm, live_farm, wait_for
-from zfarm.redis_server import free_port, start_embedded_redis
+from zfarm.launcher.redis_server import free_port, start_embedded_redis
 
 pytestmark = pytest.mark.e2e
 JOBS = 8

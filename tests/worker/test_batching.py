@@ -16,16 +16,17 @@ import torch
 from PIL import Image as PILImage
 from sqlalchemy import select, update
 
+from core.storage import LocalStorage
 from migrations.runner import upgrade
 from models import Job, Worker, make_engine, make_session_factory
 from models.db import transaction
+from models.lifecycle import Outcome
 from worker.batching import batch_limit
 from worker.finishing import Finisher
 from worker.jobs import JobContext, claim_job, run_job
 from worker.process import register
 from worker.render import RenderRequest
 from worker.runtime import Runtime
-from zfarm.storage import LocalStorage
 
 NAME = "test-gpu0@here"
 
@@ -90,7 +91,7 @@ def test_compatible_queued_jobs_render_together_and_equal_each_seed_alone(ctx: J
     wide = _job(ctx, "a lamp", 14, width=512)
     canceled = _job(ctx, "a lamp", 15, cancel_requested=True)
     # when: the leader's message is handled, and finishing threads drain
-    assert run_job(leader, ctx) == "succeeded"
+    assert run_job(leader, ctx) == Outcome.RENDERED
     ctx.finisher.drain()
     # then: the batch held 4 images; the other size and the canceled job were left to their own messages
     assert [_status(ctx, j) for j in (leader, small, pair)] == ["succeeded"] * 3
@@ -103,7 +104,7 @@ def test_compatible_queued_jobs_render_together_and_equal_each_seed_alone(ctx: J
     ]:
         assert np.abs(_stored(ctx, job_id, index) - _alone(runtime, prompt, seed)).max() <= 1
     # and a companion's own message later finds it finished: skipped, not rendered again
-    assert run_job(small, ctx) == "skipped"
+    assert run_job(small, ctx) == Outcome.SKIPPED
     with ctx.sessions() as s:
         worker = s.get(Worker, NAME)
         assert worker.jobs_done == 3 and worker.state == "ready" and worker.current_job_id is None
@@ -117,7 +118,7 @@ def test_a_companion_still_being_stored_is_not_claimed_again(ctx: JobContext) ->
     assert job_id in ctx.in_flight
     # when: its own message arrives meanwhile
     # then: skipped (a restarted worker of the same name, with nothing in flight, would take it over instead)
-    assert claim_job(job_id, ctx) == "skipped"
+    assert claim_job(job_id, ctx) == Outcome.SKIPPED
     ctx.in_flight.clear()
     assert isinstance(claim_job(job_id, ctx), RenderRequest)
 
@@ -134,7 +135,7 @@ def test_a_canceled_companion_is_not_stored_while_the_others_are(ctx: JobContext
 
     ctx.runtime.render_many = cancel_other_then_render  # type: ignore[method-assign]
     try:
-        assert run_job(leader, ctx) == "succeeded"
+        assert run_job(leader, ctx) == Outcome.RENDERED
     finally:
         del ctx.runtime.render_many
     assert _status(ctx, leader) == "succeeded" and _status(ctx, other) == "canceled"
@@ -145,11 +146,11 @@ def test_a_job_retried_after_a_crash_runs_alone(ctx: JobContext) -> None:
     retried, fresh_a, fresh_b = _job(ctx, "a mug", 1, attempts=1), _job(ctx, "a cup", 2), _job(ctx, "a jar", 3)
     ctx.finisher = Finisher(0)
     # when / then: as leader it takes no companions, and a fresh leader does not take it along
-    assert run_job(retried, ctx) == "succeeded"
+    assert run_job(retried, ctx) == Outcome.RENDERED
     assert _status(ctx, fresh_a) == "queued" and _status(ctx, fresh_b) == "queued"
     with transaction(ctx.sessions) as s:
         s.execute(update(Job).where(Job.id == retried).values(status="queued", attempts=1))
-    assert run_job(fresh_a, ctx) == "succeeded"
+    assert run_job(fresh_a, ctx) == Outcome.RENDERED
     assert _status(ctx, fresh_b) == "succeeded" and _status(ctx, retried) == "queued"
 
 
@@ -176,6 +177,6 @@ def test_companions_come_from_the_leaders_lane_and_campaign(ctx: JobContext) -> 
     bulk = _job(ctx, "a jar", 3, lane="bulk")
     ctx.finisher = Finisher(0)
     # when
-    assert run_job(interactive, ctx) == "succeeded"
+    assert run_job(interactive, ctx) == Outcome.RENDERED
     # then: the interactive one took its own lane's job along, not the bulk row (which waits for its turn)
     assert _status(ctx, other) == "succeeded" and _status(ctx, bulk) == "queued"

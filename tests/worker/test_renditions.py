@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from core.storage import image_key
 from worker.renditions import make_rendition
-from zfarm.storage import image_key
 
 
 def _halves(width: int, height: int) -> Image.Image:

@@ -17,13 +17,13 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from api.app import create_app
 from api.keys import create_key
+from core.settings import FarmSettings
 from migrations.runner import upgrade
 from models import make_engine, make_session_factory
 from tests.farm_helpers import REPO, start_worker, stop_process_group, wait_for, worker_env, worker_state
 from tests.http_servers import serve
-from zfarm.embedded import flower_command
-from zfarm.redis_server import free_port
-from zfarm.settings import FarmSettings
+from zfarm.launcher.embedded import flower_command
+from zfarm.launcher.redis_server import free_port
 
 WORKER_NAME = "cpu0@zfarm-e2e"
 WEBHOOK_SECRET = "test-webhook-secret-0123456789"

@@ -1,4 +1,4 @@
-"""The `zfarm` command: the farm's parts (up, api, worker, flower, migrate) and the client side."""
+"""Server commands of `zfarm` (need the `server` extra): up, api, worker, webhooks, flower, migrate, demo."""
 
 from __future__ import annotations
 
@@ -10,25 +10,13 @@ from pathlib import Path
 
 import click
 
-from zfarm.settings import get_settings
+from core.settings import get_settings
 
 
-def _default_url() -> str:
-    return os.environ.get("ZFARM_URL") or f"http://127.0.0.1:{get_settings().api_port}"
-
-
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-def main() -> None:
-    """zfarm: a render farm for Z-Image-Turbo."""
-
-
-# ---- the farm's parts ---------------------------------------------------------------------------
-
-
-@main.command()
+@click.command()
 def up() -> None:
     """Start the whole farm in one process tree; Ctrl-C stops all of it."""
-    from zfarm.embedded import Farm, install_signal_handlers, open_on_loopback
+    from zfarm.launcher.embedded import Farm, install_signal_handlers, open_on_loopback
 
     farm = Farm(open_on_loopback(get_settings()))
     stop = [False]
@@ -48,7 +36,7 @@ def up() -> None:
     sys.exit(code)
 
 
-@main.command()
+@click.command()
 def api() -> None:
     """Run the HTTP API (uvicorn)."""
     import uvicorn
@@ -67,7 +55,7 @@ def api() -> None:
     uvicorn.run(create_app(s), host=s.api_host, port=s.api_port, log_level="info")
 
 
-@main.command()
+@click.command()
 @click.option("--name", default=None, help="Worker name, e.g. gpu0@host (default: ZFARM_WORKER_NAME or cpu0@host).")
 @click.option("--loglevel", default="INFO", show_default=True)
 def worker(name: str | None, loglevel: str) -> None:
@@ -79,11 +67,11 @@ def worker(name: str | None, loglevel: str) -> None:
     # library may make one on import) would poison that fork ("Cannot re-initialize CUDA in forked
     # subprocess"). Asked through NVML instead, the check leaves CUDA untouched in this parent.
     os.environ.setdefault("PYTORCH_NVML_BASED_CUDA_CHECK", "1")
+
     import worker.tasks  # noqa: F401  (registers the tasks and the process start-up hooks)
     from broker_config.celery_app import app
-    from broker_config.settings import bulk_queue_name, get_broker_settings
 
-    b = get_broker_settings()
+    b = get_settings()
     logging.basicConfig(level=loglevel, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     click.echo(
         f"zfarm worker {name}: model {s.model}, memory policy {s.memory_policy}, device {s.device}, "
@@ -96,7 +84,7 @@ def worker(name: str | None, loglevel: str) -> None:
             "worker",
             "--pool=prefork",
             "--concurrency=1",
-            f"--queues={b.queue},{bulk_queue_name(b.queue)}",  # interactive first: see celeryconfig
+            f"--queues={b.queue},{b.bulk_queue}",  # interactive first: see celeryconfig
             f"--hostname={name}",
             "--task-events",
             "--without-gossip",
@@ -106,7 +94,7 @@ def worker(name: str | None, loglevel: str) -> None:
     )
 
 
-@main.command()
+@click.command()
 @click.option("--concurrency", default=8, show_default=True, help="Deliveries in flight at once (threads).")
 @click.option("--loglevel", default="INFO", show_default=True)
 def webhooks(concurrency: int, loglevel: str) -> None:
@@ -114,11 +102,11 @@ def webhooks(concurrency: int, loglevel: str) -> None:
     s = get_settings()
     if not s.webhook_secret:
         raise click.ClickException("set ZFARM_WEBHOOK_SECRET (16+ characters): webhooks are always signed")
+
     import worker.webhook_tasks  # noqa: F401  (registers the delivery task)
     from broker_config.celery_app import app
-    from broker_config.settings import get_broker_settings
 
-    b = get_broker_settings()
+    b = get_settings()
     logging.basicConfig(level=loglevel, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     click.echo(f"zfarm webhooks: queue {b.webhook_queue}, {concurrency} threads, up to {s.webhook_max_attempts} tries")
     app.worker_main(
@@ -135,10 +123,10 @@ def webhooks(concurrency: int, loglevel: str) -> None:
     )
 
 
-@main.command()
+@click.command()
 def flower() -> None:
     """Run Flower (basic auth from ZFARM_FLOWER_USER / ZFARM_FLOWER_PASSWORD)."""
-    from zfarm.embedded import flower_command
+    from zfarm.launcher.embedded import flower_command
 
     s = get_settings()
     if not s.flower_password:
@@ -147,7 +135,7 @@ def flower() -> None:
     os.execv(cmd[0], cmd)
 
 
-@main.command()
+@click.command()
 def migrate() -> None:
     """Apply database migrations (alembic upgrade head)."""
     from migrations.runner import upgrade
@@ -158,7 +146,7 @@ def migrate() -> None:
     click.echo(f"database at head: {url.split('@')[-1]}")
 
 
-@main.command()
+@click.command()
 @click.option(
     "--catalog",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
@@ -168,85 +156,6 @@ def migrate() -> None:
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="Where images go (default DATA_DIR/demo).")
 def demo(catalog: Path | None, out: Path | None) -> None:
     """Start the embedded farm, render a small product catalog, write images + manifest, stop."""
-    from zfarm.demo import run_demo
+    from zfarm.cli.demo_command import run_demo
 
     sys.exit(run_demo(get_settings(), catalog, out))
-
-
-@main.group()
-def keys() -> None:
-    """Create, list and revoke API keys (writes the database directly: an operator's tool)."""
-
-
-def _key_session():  # type: ignore[no-untyped-def]
-    from models import make_engine, make_session_factory
-
-    return make_session_factory(make_engine(get_settings().resolved_database_url))()
-
-
-@keys.command("create")
-@click.option("--tenant", required=True)
-@click.option("--name", default="")
-@click.option("--admin", is_flag=True, help="May list workers, read metrics and manage keys.")
-@click.option("--max-queued-jobs", type=int, default=None)
-@click.option("--submits-per-minute", type=int, default=None)
-def keys_create(
-    tenant: str, name: str, admin: bool, max_queued_jobs: int | None, submits_per_minute: int | None
-) -> None:
-    """Create a key and print it once (only its hash is stored)."""
-    from api.keys import create_key
-    from api.schemas import KeyCreate
-
-    body = KeyCreate(
-        tenant=tenant, name=name, is_admin=admin, max_queued_jobs=max_queued_jobs, submits_per_minute=submits_per_minute
-    )
-    with _key_session() as session:
-        row, key = create_key(session, **body.model_dump())
-    click.echo(f"key {row.id} for tenant {row.tenant}{' (admin)' if row.is_admin else ''}: {key}")
-    click.echo("store it now: it is not shown again", err=True)
-
-
-@keys.command("list")
-def keys_list() -> None:
-    """List keys (prefixes only)."""
-    from sqlalchemy import select
-
-    from models import ApiKey
-
-    with _key_session() as session:
-        for k in session.scalars(select(ApiKey).order_by(ApiKey.id)):
-            state = "revoked" if k.revoked_at else "active"
-            click.echo(f"{k.id:>4} {k.prefix}... tenant={k.tenant} admin={k.is_admin} {state} {k.name}")
-
-
-@keys.command("revoke")
-@click.argument("key_id", type=int)
-def keys_revoke(key_id: int) -> None:
-    """Revoke a key by its id."""
-    from models import ApiKey
-    from models.base import utcnow
-
-    with _key_session() as session:
-        row = session.get(ApiKey, key_id)
-        if row is None:
-            raise click.ClickException(f"API key {key_id} not found")
-        row.revoked_at = row.revoked_at or utcnow()
-        session.commit()
-    click.echo(f"revoked key {key_id}")
-
-
-# ---- the client side ------------------------------------------------------------------------------
-
-from zfarm.cli_batch import batch, presets, retry_failed  # noqa: E402
-from zfarm.cli_client import fetch, status, submit, workers  # noqa: E402
-
-main.add_command(submit)
-main.add_command(status)
-main.add_command(fetch)
-main.add_command(workers)
-main.add_command(batch)
-main.add_command(presets)
-main.add_command(retry_failed)
-
-if __name__ == "__main__":
-    main()

@@ -9,7 +9,7 @@ from typing import Any
 import click
 from tqdm import tqdm
 
-from zfarm.cli_client import RENDITION_HELP, _client, key_option, parse_renditions, url_option
+from zfarm.cli.client_commands import RENDITION_HELP, _client, key_option, parse_renditions, url_option
 from zfarm.client import Client, ZfarmError
 
 

@@ -16,10 +16,10 @@ import click
 import httpx
 from tqdm import tqdm
 
-from zfarm.cli_batch import summary
+from core.settings import DEFAULT_MODEL, TINY_MODEL, FarmSettings
+from zfarm.cli.batch_commands import summary
 from zfarm.client import Client
-from zfarm.embedded import Farm, install_signal_handlers, open_on_loopback, pick_free_ports
-from zfarm.settings import DEFAULT_MODEL, TINY_MODEL, FarmSettings
+from zfarm.launcher.embedded import Farm, install_signal_handlers, open_on_loopback, pick_free_ports
 
 TEMPLATE = "studio product photo of a {material} {product} on {setting}, soft light, 85mm, high detail"
 DEMO_SIZE = 512
@@ -60,7 +60,9 @@ def run_demo(settings: FarmSettings, catalog: Path | None, out: Path | None) -> 
             click.echo("  " + line)
         with Client(farm.api_url, timeout=30) as client, ExitStack() as files:
             wait_until_ready(client, farm, stop)
-            path = catalog or files.enter_context(resources.as_file(resources.files("zfarm.data") / "demo_catalog.csv"))
+            path = catalog or files.enter_context(
+                resources.as_file(resources.files("zfarm.launcher.data") / "demo_catalog.csv")
+            )
             created = client.upload_batch(
                 path,
                 template=TEMPLATE,

@@ -16,10 +16,10 @@ from pathlib import Path
 import click
 from sqlalchemy import Engine, select
 
+from core.settings import FarmSettings
 from migrations.runner import upgrade
-from zfarm.gpus import visible_gpus
-from zfarm.redis_server import free_port, start_embedded_redis
-from zfarm.settings import FarmSettings
+from zfarm.launcher.gpus import visible_gpus
+from zfarm.launcher.redis_server import free_port, start_embedded_redis
 
 STOP_GRACE_SECONDS = 20.0
 

@@ -25,7 +25,7 @@ import redis
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from api.enqueue import Enqueuer
+from control.enqueue import Enqueuer
 from models import Batch, Job, JobStatus, Lane, Worker, WorkerState
 from models.base import utcnow
 from models.db import transaction

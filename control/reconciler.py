@@ -16,12 +16,12 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 import redis
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from api.broker_inspect import job_ids_in_broker
-from api.enqueue import Enqueuer
-from models import Job, JobStatus, Lane, Worker
+from control.broker_inspect import job_ids_in_broker
+from control.enqueue import Enqueuer
+from models import Job, JobStatus, Lane, Worker, lifecycle
 from models.base import utcnow
 from models.db import transaction
 
@@ -88,26 +88,15 @@ class Reconciler:
                 )
             )
             if ids:
-                s.execute(
-                    update(Job)
-                    .where(Job.id.in_(ids), Job.status == JobStatus.RUNNING)
-                    .values(status=JobStatus.QUEUED, enqueued_at=None, error="requeued: its worker went offline")
-                )
+                lifecycle.requeue(s, Job.id.in_(ids), error="requeued: its worker went offline")
         return len(self.enqueuer.resend(ids)) if ids else 0
 
     def fail_overdue(self) -> int:
         overdue = utcnow() - timedelta(seconds=self.time_limit + self.offline_after)
         with transaction(self.sessions) as s:
-            result = s.execute(
-                update(Job)
-                .where(and_(Job.status == JobStatus.RUNNING, Job.started_at < overdue))
-                .values(
-                    status=JobStatus.FAILED,
-                    finished_at=utcnow(),
-                    error=f"exceeded the hard time limit of {self.time_limit:.0f} s",
-                )
+            return lifecycle.fail_where(
+                s, Job.started_at < overdue, error=f"exceeded the hard time limit of {self.time_limit:.0f} s"
             )
-        return result.rowcount or 0
 
     def _ids(self, *where: object) -> list[str]:
         with self.sessions() as s:

@@ -14,8 +14,9 @@ from typing import Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from zfarm.presets import PRESET_NAME, SHIPPED, Preset
-from zfarm.webhook_targets import IPNetwork, parse_networks
+from core.presets import PRESET_NAME, SHIPPED, Preset
+from core.queues import bulk_queue_name
+from core.webhook_targets import IPNetwork, parse_networks
 
 MemoryPolicy = Literal["auto", "full", "model-offload", "sequential-offload"]
 CompileMode = Literal["auto", "on", "off"]
@@ -76,6 +77,14 @@ class FarmSettings(BaseSettings):
     reconcile_every_seconds: float = Field(10.0, gt=0)
     max_attempts: int = Field(3, ge=1, le=100)
 
+    # The queue (broker_config.celeryconfig is built from these). Batch rows wait in `<queue>.bulk`.
+    queue: str = Field("render", min_length=1, max_length=200)
+    # Webhooks go out from their own light worker (`zfarm webhooks`): a slow receiver never holds a GPU.
+    webhook_queue: str = Field("webhooks", min_length=1, max_length=200)
+    job_time_limit_seconds: int = Field(1800, ge=10, le=86400)
+    # Loading a 10B-parameter pipeline in the worker child takes minutes, not Celery's default 4 s.
+    worker_start_timeout_seconds: float = Field(900.0, gt=0)
+
     fault_injection: bool = False
     max_prompt_chars: int = Field(4000, ge=1, le=100_000)
     max_pixels: int = Field(2048 * 2048, ge=256 * 256, le=2048 * 2048)
@@ -124,12 +133,28 @@ class FarmSettings(BaseSettings):
                 raise ValueError(f"preset name must match {PRESET_NAME} (got {name!r})")
         return value
 
-    @field_validator("database_url", "redis_url")
+    @field_validator("database_url")
     @classmethod
     def _url_scheme(cls, value: str | None) -> str | None:
         if value is not None and "://" not in value:
-            raise ValueError(f"must be a URL with a scheme, like redis://host:6379/0 (got {value!r})")
+            raise ValueError(f"must be a URL with a scheme, like postgresql+psycopg://host/zfarm (got {value!r})")
         return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError(f"redis_url must start with redis://, rediss:// or unix:// (got {value!r})")
+        return value
+
+    @property
+    def visibility_timeout(self) -> int:
+        # Longer than the hard time limit, or Redis would hand a still-running job to a second worker.
+        return self.job_time_limit_seconds + 300
+
+    @property
+    def bulk_queue(self) -> str:
+        return bulk_queue_name(self.queue)
 
     @field_validator("webhook_allow_networks")
     @classmethod

@@ -14,11 +14,11 @@ from datetime import timedelta
 from celery import Celery
 from sqlalchemy.orm import Session, sessionmaker
 
-from broker_config.settings import get_broker_settings
 from broker_config.task_names import DELIVER_WEBHOOK
+from core.settings import get_settings
 from models.base import utcnow
 from models.db import transaction
-from models.webhooks import take_due
+from models.deliveries import take_due
 
 log = logging.getLogger(__name__)
 # Give the worker's own hand-over this long before the sweep sends a job's webhook itself.
@@ -26,7 +26,7 @@ GRACE_SECONDS = 5.0
 
 
 def webhook_queue() -> str:
-    return get_broker_settings().webhook_queue
+    return get_settings().webhook_queue
 
 
 def send_due_webhooks(

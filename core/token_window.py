@@ -24,7 +24,7 @@ def chat_wrapped(prompt: str) -> str:
 def load_tokenizer(model: str, revision: str | None = None) -> Tokenizer | None:
     """The model's tokenizer if it is on this machine; None means the worker checks instead."""
     if model == TINY:
-        from zfarm.tiny_tokenizer import build_raw_tokenizer
+        from core.tiny_tokenizer import build_raw_tokenizer
 
         return build_raw_tokenizer()
     local = Path(model).expanduser() / "tokenizer" / "tokenizer.json"

@@ -11,8 +11,8 @@ from kombu.exceptions import OperationalError as BrokerError
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from broker_config.settings import bulk_queue_name
 from broker_config.task_names import RENDER_JOB
+from core.queues import bulk_queue_name
 from models import Job, Lane
 from models.base import utcnow
 from models.db import transaction
