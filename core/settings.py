@@ -15,12 +15,11 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from core.presets import PRESET_NAME, SHIPPED, Preset
-from core.queues import bulk_queue_name
+from core.queues import Precision, bulk_queue_name, precision_queue
 from core.webhook_targets import IPNetwork, parse_networks
 
 MemoryPolicy = Literal["auto", "full", "model-offload", "sequential-offload"]
 CompileMode = Literal["auto", "on", "off"]
-Precision = Literal["bf16", "fp8"]
 DEFAULT_MODEL = "Tongyi-MAI/Z-Image-Turbo"
 TINY_MODEL = "tiny"
 
@@ -155,6 +154,12 @@ class FarmSettings(BaseSettings):
     @property
     def bulk_queue(self) -> str:
         return bulk_queue_name(self.queue)
+
+    @property
+    def worker_queues(self) -> tuple[str, str]:
+        """What a worker of this precision reads: its tier's interactive queue first, then its bulk queue."""
+        interactive = precision_queue(self.queue, self.precision)
+        return interactive, bulk_queue_name(interactive)
 
     @field_validator("webhook_allow_networks")
     @classmethod

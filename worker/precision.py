@@ -15,14 +15,15 @@ weights) and must be checked on the real checkpoint before production use.
 from __future__ import annotations
 
 import importlib.util
+import os
 import shutil
 import subprocess
-from typing import Literal
 
 from torch import nn
 
-Precision = Literal["bf16", "fp8"]
-PRECISIONS: tuple[Precision, ...] = ("bf16", "fp8")
+from core.queues import PRECISIONS, Precision
+
+__all__ = ["PRECISIONS", "Precision", "PrecisionUnavailable", "fp8_problem", "fp8_targets", "quantize_fp8"]
 FP8_MIN_CAPABILITY = (8, 9)  # Ada and Hopper: the first with FP8 tensor cores
 MAIN_BLOCKS = "layers."  # the 30 main blocks; noise_refiner/context_refiner are named otherwise
 
@@ -72,9 +73,13 @@ def smi_capability() -> tuple[int, int] | None:
     smi = shutil.which("nvidia-smi")
     if smi is None:
         return None
+    first = os.environ.get("CUDA_VISIBLE_DEVICES", "0").split(",")[0].strip() or "0"
     try:
         out = subprocess.run(
-            [smi, "--query-gpu=compute_cap", "--format=csv,noheader"], capture_output=True, text=True, timeout=20
+            [smi, f"--id={first}", "--query-gpu=compute_cap", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=20,
         ).stdout.split()
     except (subprocess.SubprocessError, OSError):
         return None

@@ -76,7 +76,7 @@ class Runtime:
         # bf16 on GPUs (the checkpoint's dtype); float32 on CPUs, where bf16 matmuls are slow.
         dtype = torch.bfloat16 if self.device == "cuda" else torch.float32
         self.policy = memory.choose_policy(self.requested_policy, self.device)
-        self._check_precision()
+        self._check_precision(self.device, self.policy)
         pipe = load_pipeline(self.source, dtype)
         compile_on = acceleration.should_compile(self.compile_mode, self.device, self.policy)
         if self.fuse_mode == "on" or (self.fuse_mode == "auto" and compile_on):
@@ -91,15 +91,21 @@ class Runtime:
             self._compile(pipe)
         self.load_seconds = time.perf_counter() - started
 
-    def _check_precision(self) -> None:
+    def check_precision(self) -> None:
+        """Raises PrecisionUnavailable when this machine cannot run the precision asked for (before any loading)."""
+        if self.precision != "bf16":
+            device = pick_device(self.requested_device)
+            self._check_precision(device, memory.choose_policy(self.requested_policy, device))
+
+    def _check_precision(self, device: str, policy: str) -> None:
         if self.precision not in precision.PRECISIONS:
             raise precision.PrecisionUnavailable(f"precision must be one of bf16, fp8 (got {self.precision!r})")
         if self.precision == "bf16":
             return
-        capability = torch.cuda.get_device_capability() if self.device == "cuda" else None
-        problem = precision.fp8_problem(self.device, capability)
-        if problem is None and self.policy != "full":
-            problem = f"ZFARM_PRECISION=fp8 runs under the memory policy full only (this card got {self.policy})"
+        capability = torch.cuda.get_device_capability() if device == "cuda" else None
+        problem = precision.fp8_problem(device, capability)
+        if problem is None and policy != "full":
+            problem = f"ZFARM_PRECISION=fp8 runs under the memory policy full only (this card got {policy})"
         if problem is not None:
             raise precision.PrecisionUnavailable(problem)
 
