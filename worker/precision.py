@@ -32,15 +32,16 @@ class PrecisionUnavailable(RuntimeError):
     """This worker was asked for a precision its machine cannot run."""
 
 
-def is_fp8_target(fqn: str, module: nn.Module) -> bool:
-    """A linear layer of a main block, except its adaLN modulation; dimensions the FP8 GEMM accepts (16s)."""
+def is_fp8_target(module: nn.Module, fqn: str) -> bool:
+    """A linear layer of a main block, except its adaLN modulation; dimensions the FP8 GEMM accepts (16s).
+    Arguments in the order torchao's `quantize_(filter_fn=...)` passes them: module, then its qualified name."""
     if not isinstance(module, nn.Linear) or not fqn.startswith(MAIN_BLOCKS) or "adaLN" in fqn:
         return False
     return module.in_features % 16 == 0 and module.out_features % 16 == 0
 
 
 def fp8_targets(transformer: nn.Module) -> list[str]:
-    return [fqn for fqn, module in transformer.named_modules() if is_fp8_target(fqn, module)]
+    return [fqn for fqn, module in transformer.named_modules() if is_fp8_target(module, fqn)]
 
 
 def quantize_fp8(transformer: nn.Module) -> int:
@@ -50,7 +51,17 @@ def quantize_fp8(transformer: nn.Module) -> int:
     targets = fp8_targets(transformer)
     config = Float8DynamicActivationFloat8WeightConfig(granularity=PerRow())
     quantize_(transformer, config, filter_fn=is_fp8_target)
-    return len(targets)
+    converted = [fqn for fqn, m in transformer.named_modules() if fqn in targets and _is_float8(m.weight)]
+    if len(converted) != len(targets):  # never label bf16 weights as fp8
+        raise PrecisionUnavailable(f"FP8 conversion reached {len(converted)} of {len(targets)} layers")
+    return len(converted)
+
+
+def _is_float8(weight: object) -> bool:
+    # torchao's Float8Tensor keeps its FP8 payload in `qdata`; its own dtype reads as the logical bf16.
+    qdata = getattr(weight, "qdata", None)
+    names = {type(weight).__name__, type(getattr(weight, "data", weight)).__name__}
+    return "float8" in str(getattr(qdata, "dtype", "")) or any("Float8" in n for n in names)
 
 
 def fp8_problem(device: str, capability: tuple[int, int] | None) -> str | None:
