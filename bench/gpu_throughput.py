@@ -316,11 +316,12 @@ def stage_ladder(a: argparse.Namespace, model: str) -> dict:
     cmd = [sys.executable, "-m", "bench.lever_ladder", "--model", model, "--steps", str(a.steps), "--out", str(out)]
     if a.tiny:
         cmd += ["--size", "256", "--reps", "1"]
-    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=a.phase_timeout)
-    (a.workdir / "ladder.log").write_text(proc.stdout + proc.stderr)
+    # Straight to a file, not through a pipe: what it printed survives a time limit that stops it midway.
+    with (a.workdir / "ladder.log").open("w") as log:
+        proc = subprocess.run(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, timeout=a.phase_timeout)
     if proc.returncode != 0:
         partial = json.loads(out.read_text()) if out.is_file() else {}
-        raise RuntimeError(f"lever_ladder exited {proc.returncode}: {proc.stderr[-800:]} (partial: {partial})")
+        raise RuntimeError(f"lever_ladder exited {proc.returncode} (see ladder.log; partial: {partial})")
     return json.loads(out.read_text())
 
 

@@ -1,5 +1,5 @@
-"""Regional `torch.compile` of the DiT blocks, the VAE decoder and the text encoder layers, the persistent compile
-cache, and the counters the benchmark reads (compiled graphs, VRAM).
+"""Regional `torch.compile` of the DiT blocks, the compiled VAE decoder, the persistent compile cache, and the
+counters the benchmark reads (compiled graphs, VRAM).
 
 The 30 main blocks and 4 refiner blocks of the Z-Image DiT share one class: compiling that class's forward once
 (`compile_repeated_blocks`) gives most of a whole-model compile's gain for a fraction of its compile time
@@ -61,13 +61,6 @@ def compile_vae_decoder(pipe: ZImagePipeline, backend: str) -> None:
     pipe.vae.decoder.compile(backend=backend, dynamic=True)
 
 
-def compile_text_encoder(pipe: ZImagePipeline, backend: str) -> None:
-    """Each Qwen3 decoder layer compiled (one graph serves all 36): eagerly, the encoder is launch-bound at batch 1
-    (~0.05-0.09 s for ~5 ms of arithmetic, anchors.md)."""
-    for layer in pipe.text_encoder.layers:
-        layer.compile(backend=backend, dynamic=True)
-
-
 def use_compile_cache(directory: Path) -> None:
     """Inductor's and Triton's caches in the data dir: a second start loads kernels instead of compiling them.
 
@@ -84,12 +77,12 @@ def use_compile_cache(directory: Path) -> None:
 
 
 def uncompile_blocks(pipe: ZImagePipeline) -> None:
-    """Back to eager after a failed compile (blocks, VAE and text encoder): slower rather than not at all."""
+    """Back to eager after a failed compile (blocks and VAE): slower rather than not at all."""
     names = set(getattr(pipe.transformer, "_repeated_blocks", ()))
     for module in pipe.transformer.modules():
         if type(module).__name__ in names:
             module._compiled_call_impl = None
-    for module in [*pipe.vae.modules(), *pipe.text_encoder.modules()]:
+    for module in pipe.vae.modules():
         module._compiled_call_impl = None
     torch._dynamo.reset()
 

@@ -49,13 +49,14 @@ class Runtime:
     batch_max_images: int = 1
     warm_sizes: tuple[tuple[int, int], ...] = acceleration.PRESET_SIZES
     # Issue 15: bf16 (exact tier) or fp8 (worker/precision.py); fused projections and real RoPE (worker/fusion.py);
-    # where compiled kernels are kept between starts (None: not kept). With compile on, the VAE decoder and the
-    # text encoder layers are compiled too (`compile_parts`, all on by default; the lever benchmark turns them off).
+    # where compiled kernels are kept between starts (None: not kept). With compile on, the VAE decoder is compiled
+    # too (`compile_parts`; the lever benchmark turns it off). The text encoder is not compiled: transformers'
+    # hidden-state capture breaks its layers' graphs, and it was never measured on a GPU compiled.
     precision: str = "bf16"
     fuse_mode: str = "off"  # auto: on whenever the blocks are compiled (its gain is kernel fusion by Inductor)
     fused: bool = False
     compile_cache_dir: Path | None = None
-    compile_parts: tuple[str, ...] = ("blocks", "vae", "text_encoder")
+    compile_parts: tuple[str, ...] = ("blocks", "vae")
     fp8_layers: int = 0
     compiled: bool = False
     compile_error: str | None = None
@@ -117,8 +118,6 @@ class Runtime:
                 acceleration.compile_blocks(pipe, self.compile_backend)
             if "vae" in self.compile_parts:
                 acceleration.compile_vae_decoder(pipe, self.compile_backend)
-            if "text_encoder" in self.compile_parts:
-                acceleration.compile_text_encoder(pipe, self.compile_backend)
             self.compiled = True
         except Exception as exc:  # e.g. an unknown backend: run eagerly rather than not at all
             log.exception("compiling failed; running eagerly")

@@ -70,7 +70,7 @@ def worker(name: str | None, loglevel: str) -> None:
 
     import worker.tasks  # noqa: F401  (registers the tasks and the process start-up hooks)
     from broker_config.celery_app import app
-    from worker.precision import fp8_problem, smi_capability
+    from worker.fp8_support import fp8_problem, smi_capability
 
     if s.precision == "fp8" and (problem := fp8_problem(s.device, None if s.device == "cpu" else smi_capability())):
         raise click.ClickException(f"worker {name} refuses to start: {problem}")  # never a silent bf16 fallback
