@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 # The CPU build of torch by default; on a machine with an NVIDIA driver, the default (CUDA) build.
 TORCH_SPEC ?= $(if $(shell command -v nvidia-smi 2>/dev/null),torch,torch==2.13.0)
 
-.PHONY: install test-tools demo test screenshots lint format up clean
+.PHONY: install test-tools demo test screenshots lint format up clean client
 
 install: $(VENV)/.installed
 
@@ -15,10 +15,12 @@ $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q "$(TORCH_SPEC)"
-	$(BIN)/python -m pip install -q -e ".[dev]"
+	$(BIN)/python -m pip install -q -e ".[dev]"   # dev = worker + server + the test tools
+	$(BIN)/python scripts/generate_sync_client.py  # the sync client, from the async source (not in git)
 	touch $@
 
 demo: install
+	$(BIN)/python scripts/generate_sync_client.py
 	$(BIN)/zfarm demo
 
 # The browser tests drive Debian's Chromium through Playwright (Playwright downloads no browser here), and
@@ -41,7 +43,14 @@ test-tools:
 test: install test-tools
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/python scripts/generate_sync_client.py        # the sync client, from the async source
+	$(BIN)/lint-imports                                  # the package graph (pyproject: [tool.importlinter])
+	$(BIN)/mypy                                          # types; strict on the lifecycle, client and kernel
 	$(BIN)/python -m pytest -q -ra
+
+# The sync client (zfarm/client/_sync/client.py, not in git) is generated from the async source.
+client: install
+	$(BIN)/python scripts/generate_sync_client.py
 
 # Pictures of the web page and Flower for the docs (tiny test model: the images in them are noise).
 # An embedded Redis keeps other farms on this machine out of Flower's view.

@@ -33,10 +33,12 @@ def create_app(
 ) -> FastAPI:
     settings = settings or get_settings()
     if celery is None:
-        from broker_config.celery_app import app as celery
+        from broker_config.celery_app import app
+
+        celery = app
     engine = make_engine(settings.resolved_database_url)
     sessions = make_session_factory(engine)
-    broker = get_settings()
+    broker = settings
     enqueuer = Enqueuer(celery, sessions, queue or broker.queue)
     redis_url = str(celery.conf.broker_url)
     reconciler = Reconciler(
@@ -61,7 +63,9 @@ def create_app(
         thread = ReconcilerThread(reconciler, every=reconcile_every or settings.reconcile_every_seconds)
         thread.start()
         dispatch_thread.start()
-        sweep = WebhookSweep(sessions, celery, broker.webhook_queue, every=reconcile_every)
+        sweep = WebhookSweep(
+            sessions, celery, broker.webhook_queue, every=reconcile_every or settings.reconcile_every_seconds
+        )
         sweep.start()
         yield
         thread.stopped.set()

@@ -13,7 +13,7 @@ import csv
 import io
 import tempfile
 from collections.abc import Iterable, Iterator
-from typing import BinaryIO
+from typing import IO, BinaryIO
 
 from zipstream import ZIP_STORED, ZipStream
 
@@ -54,7 +54,7 @@ def archive_chunks(jobs: Iterable[Job], storage: Storage, image_url: ImageUrl) -
         text.detach()
 
 
-def _read(fh: BinaryIO, close: bool = True) -> Iterator[bytes]:
+def _read(fh: BinaryIO | IO[bytes], close: bool = True) -> Iterator[bytes]:
     try:
         while chunk := fh.read(CHUNK):
             yield chunk

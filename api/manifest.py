@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from models import Image, Job
+from models.records import is_test_model, parameters
 
 COLUMNS = [
     "key",
@@ -38,7 +39,6 @@ COLUMNS = [
 # such cells get a leading apostrophe, which spreadsheets show as text and do not evaluate.
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 EXT = {"png": "png", "webp": "webp", "jpeg": "jpg"}
-TEST_MODEL = "tiny"
 ImageUrl = Callable[[str, int, str], str]  # (job id, image index, rendition name or "")
 ImageId = tuple[int, str]  # (index, rendition): one stored file of a job
 
@@ -75,21 +75,22 @@ class FileNamer:
 
 def manifest_lines(job: Job, names: dict[ImageId, str], image_url: ImageUrl) -> list[list[str]]:
     """The manifest lines of one job; an image without a name in `names` has lost its bytes."""
+    asked = parameters(job)  # the same fields as the job's record (models/records.py)
     common = {
         "key": job.item_key,
         "row": job.row_number,
         "status": job.status,
-        "prompt": job.prompt,
-        "negative_prompt": job.negative_prompt,
-        "width": job.width,
-        "height": job.height,
+        "prompt": asked["prompt"],
+        "negative_prompt": asked["negative_prompt"],
+        "width": asked["width"],
+        "height": asked["height"],
         "gpu_seconds": f"{job.gpu_seconds:.3f}" if job.gpu_seconds is not None else "",
         "reused_from": job.reused_from,
         "job_id": job.id,
         "worker": job.worker_name,
         "model": job.model_id,
         "model_revision": job.model_revision,
-        "test_model_noise": job.model_id == TEST_MODEL if job.model_id else "",
+        "test_model_noise": is_test_model(job.model_id) if job.model_id else "",
         "error": job.error,
     }
     if not job.images:

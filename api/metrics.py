@@ -9,12 +9,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator, Sequence
 from datetime import timedelta
+from typing import Any, cast
 
 import redis
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 from sqlalchemy import ColumnElement, case, func, select
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import InstrumentedAttribute, Session, sessionmaker
 
 from models import DeliveryState, Image, Job, JobStatus, WebhookDelivery, Worker, WorkerState
 from models.base import utcnow
@@ -38,7 +39,7 @@ FAILURE_REASONS: tuple[tuple[str, tuple[str, ...]], ...] = (
 )
 
 
-def seconds_between(dialect: str, start: ColumnElement, end: ColumnElement) -> ColumnElement:
+def seconds_between(dialect: str, start: Any, end: Any) -> ColumnElement[Any]:
     if dialect == "postgresql":
         return func.extract("epoch", end - start)
     # SQLite keeps datetimes as text; julianday() reads them as days.
@@ -68,7 +69,7 @@ class FarmCollector(Collector):
         jobs = GaugeMetricFamily("zfarm_jobs", "Jobs by status.", labels=["status"])
         counts = dict(s.execute(select(Job.status, func.count()).group_by(Job.status)).all())
         for status in JobStatus:
-            jobs.add_metric([status.value], counts.get(status.value, 0))
+            jobs.add_metric([status.value], counts.get(status, 0))
         yield jobs
         per_rendition = dict(s.execute(select(Image.rendition, func.count()).group_by(Image.rendition)).all())
         masters = per_rendition.pop(MASTER, 0)
@@ -103,9 +104,9 @@ class FarmCollector(Collector):
         s: Session,
         name: str,
         doc: str,
-        value: ColumnElement,
+        value: ColumnElement[Any] | InstrumentedAttribute[Any],
         buckets: Sequence[float],
-        *where: ColumnElement,
+        *where: ColumnElement[bool],
     ) -> HistogramMetricFamily:
         columns = [func.sum(case((value <= b, 1), else_=0)) for b in buckets]
         row = s.execute(select(*columns, func.count(value), func.sum(value)).where(*where)).one()
@@ -117,7 +118,7 @@ class FarmCollector(Collector):
     def _workers(self, s: Session) -> Iterator[Metric]:
         stale = utcnow() - timedelta(seconds=self.offline_after)
         state = case((Worker.last_heartbeat < stale, WorkerState.OFFLINE.value), else_=Worker.state)
-        by_state = dict(s.execute(select(state, func.count()).group_by(state)).all())
+        by_state: dict[str, int] = dict(s.execute(select(state, func.count()).group_by(state)).all())
         workers = GaugeMetricFamily("zfarm_workers", "Workers by state (offline: no heartbeat).", labels=["state"])
         for st in WorkerState:
             workers.add_metric([st.value], by_state.get(st.value, 0))
@@ -151,7 +152,9 @@ class FarmCollector(Collector):
         client = redis.Redis.from_url(self.redis_url, socket_timeout=2, socket_connect_timeout=2)
         try:
             for queue in self.queues:
-                depth.add_metric([queue], sum(client.llen(queue + suffix) for suffix in PRIORITY_SUFFIXES))
+                depth.add_metric(
+                    [queue], sum(int(cast(int, client.llen(queue + suffix))) for suffix in PRIORITY_SUFFIXES)
+                )
             up.add_metric([], 1)
         except redis.RedisError as exc:
             log.warning("metrics: Redis unavailable: %s", exc)

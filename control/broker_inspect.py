@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import time
+from typing import cast
 
 import redis
 
@@ -13,7 +14,9 @@ UNACKED_HASH = "unacked"
 UNACKED_INDEX = "unacked_index"
 
 
-def _job_id(raw: bytes | str) -> str | None:
+def _job_id(raw: bytes | str | None) -> str | None:
+    if raw is None:
+        return None
     try:
         message = json.loads(raw)
         if isinstance(message, list):  # unacked entries are [message, exchange, routing_key]
@@ -38,8 +41,8 @@ def job_ids_in_broker(client: redis.Redis, queue: str, delivered_within: float) 
     # The queue and any priority sub-lists kombu made for it share its name as a prefix.
     for key in client.scan_iter(match=f"{queue}*", count=100):
         if client.type(key) in (b"list", "list"):
-            ids.update(i for i in map(_job_id, client.lrange(key, 0, -1)) if i)
-    recent = client.zrangebyscore(UNACKED_INDEX, time.time() - delivered_within, "+inf")
+            ids.update(i for i in map(_job_id, cast(list[bytes], client.lrange(key, 0, -1))) if i)
+    recent = cast(list[bytes], client.zrangebyscore(UNACKED_INDEX, time.time() - delivered_within, "+inf"))
     if recent:
-        ids.update(i for i in map(_job_id, client.hmget(UNACKED_HASH, recent)) if i)
+        ids.update(i for i in map(_job_id, cast(list[bytes | None], client.hmget(UNACKED_HASH, recent))) if i)
     return ids

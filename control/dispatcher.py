@@ -22,6 +22,7 @@ import threading
 from collections import deque
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import cast
 
 import redis
 from sqlalchemy import func, or_, select, update
@@ -60,7 +61,7 @@ class Dispatcher:
             return 0  # another API process is dispatching right now
         try:
             # Messages without a priority sit in the plain list; the farm never sets one.
-            missing = self.target_depth(precision) - int(self.redis.llen(queue))
+            missing = self.target_depth(precision) - int(cast(int, self.redis.llen(queue)))
             return self._dispatch(missing, precision) if missing > 0 else 0
         finally:
             try:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 import redis
-from sqlalchemy import or_, select
+from sqlalchemy import ColumnElement, or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from control.broker_inspect import job_ids_in_broker
@@ -98,7 +98,7 @@ class Reconciler:
                 s, Job.started_at < overdue, error=f"exceeded the hard time limit of {self.time_limit:.0f} s"
             )
 
-    def _ids(self, *where: object) -> list[str]:
+    def _ids(self, *where: ColumnElement[bool]) -> list[str]:
         with self.sessions() as s:
             return list(s.scalars(select(Job.id).where(*where).order_by(Job.created_at).limit(BATCH)))
 

@@ -11,8 +11,9 @@ from pathlib import Path
 
 from tokenizers import Tokenizer
 
+from core.settings import TINY_MODEL as TINY
+
 MAX_TOKENS = 512
-TINY = "tiny"
 
 
 def chat_wrapped(prompt: str) -> str:

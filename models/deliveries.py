@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import Any, cast
 
-from sqlalchemy import and_, exists, func, or_, select, update
+from sqlalchemy import CursorResult, and_, exists, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from models.base import utcnow
@@ -50,15 +51,18 @@ def take_due(
         query = query.where(WebhookDelivery.batch_id == batch_id)
     taken = []
     for row_id, state, updated_at in session.execute(query.where(due).limit(limit)).all():
-        won = session.execute(
-            update(WebhookDelivery)
-            .where(
-                WebhookDelivery.id == row_id,
-                WebhookDelivery.state == state,
-                WebhookDelivery.updated_at == updated_at,
-            )
-            .values(state=DeliveryState.PENDING, updated_at=utcnow())
-            .execution_options(synchronize_session=False)
+        won = cast(
+            CursorResult[Any],
+            session.execute(
+                update(WebhookDelivery)
+                .where(
+                    WebhookDelivery.id == row_id,
+                    WebhookDelivery.state == state,
+                    WebhookDelivery.updated_at == updated_at,
+                )
+                .values(state=DeliveryState.PENDING, updated_at=utcnow())
+                .execution_options(synchronize_session=False)
+            ),
         ).rowcount
         if won == 1:
             taken.append(row_id)

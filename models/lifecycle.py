@@ -21,9 +21,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import ColumnElement, update
+from sqlalchemy import ColumnElement, CursorResult, update
 from sqlalchemy.orm import Session
 
 from models.base import utcnow
@@ -75,12 +75,13 @@ ENDED = {S: Outcome.RENDERED, F: Outcome.FAILED, C: Outcome.CANCELED, D: Outcome
 
 
 def _move(session: Session, transition: Transition, where: Sequence[ColumnElement[bool]], **values: Any) -> int:
-    result = session.execute(
+    statement = (
         update(Job)
         .where(*where, Job.status.in_(transition.sources))
         .values(status=transition.target, **values)
         .execution_options(synchronize_session=False)
     )
+    result = cast(CursorResult[Any], session.execute(statement))  # an UPDATE's result counts its rows
     return int(result.rowcount or 0)
 
 

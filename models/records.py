@@ -1,16 +1,17 @@
-"""The HTTP path of a stored image or rendition (the API's routes in api/routes/jobs.py serve these).
+"""A job's record as people and programs read it: one builder for the API's answer, the webhook payload
+and the batch manifest, so the three never disagree on a field.
 
-One place for the shape, shared by the job records, the batch manifest, the webhook payloads and the
-Python client, which build many URLs without a request at hand (url_for per manifest line is slow for
-10,000 lines).
+Image URLs are built here from a base URL rather than per request (url_for per manifest line is slow for
+10,000 lines); the API's routes in api/routes/jobs.py serve these paths.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:  # the Python client imports this module and must not need the models
-    from models.jobs import Job
+from core.settings import TINY_MODEL
+from models.jobs import Job
+from models.statuses import FINAL_STATUSES, JobStatus
 
 
 def image_path(job_id: str, index: int, rendition: str | None = None) -> str:
@@ -19,8 +20,94 @@ def image_path(job_id: str, index: int, rendition: str | None = None) -> str:
     return f"{path}/renditions/{rendition}" if rendition else path
 
 
+def is_test_model(model_id: str | None) -> bool:
+    return model_id == TINY_MODEL
+
+
+def parameters(job: Job) -> dict[str, Any]:
+    """What was asked for: enough to submit the same job again."""
+    return {
+        "prompt": job.prompt,
+        "negative_prompt": job.negative_prompt,
+        "width": job.width,
+        "height": job.height,
+        "steps": job.steps,
+        "guidance_scale": job.guidance_scale,
+        "seed": job.seed,
+        "num_images": job.num_images,
+        "output_format": job.output_format,
+        "quality": job.quality,
+        "renditions": job.renditions or [],
+    }
+
+
+def progress(job: Job) -> dict[str, Any]:
+    """Step of total, a fraction for a bar, and the phase: queued, starting, denoising, finishing, done."""
+    total = job.progress_total or job.steps
+    step = job.progress_step
+    if job.status == JobStatus.SUCCEEDED:
+        return {"step": total, "total": total, "fraction": 1.0, "phase": "done"}
+    if job.status in FINAL_STATUSES:
+        return {"step": step, "total": total, "fraction": min(1.0, (step or 0) / total), "phase": "done"}
+    if job.status == JobStatus.QUEUED or step is None:
+        phase = "queued" if job.status == JobStatus.QUEUED else "starting"
+        return {"step": None, "total": total, "fraction": 0.0, "phase": phase}
+    # After the last step the worker decodes the latents and stores the images.
+    phase = "finishing" if step >= total else "denoising"
+    return {"step": step, "total": total, "fraction": min(1.0, step / total), "phase": phase}
+
+
+def job_record(job: Job, base_url: str) -> dict[str, Any]:
+    """The job's whole record: GET /v1/jobs/{id}, the webhook's `job`, the manifest's columns."""
+    queued = (job.started_at - job.created_at).total_seconds() if job.started_at else None
+    delivery = job.webhook
+    return {
+        "id": job.id,
+        "status": job.status,
+        "parameters": parameters(job),
+        "seeds": [job.image_seed(i) for i in range(job.num_images)],
+        "created_at": job.created_at,
+        "started_at": job.started_at,
+        "finished_at": job.finished_at,
+        "queued_seconds": queued,
+        "gpu_seconds": job.gpu_seconds,
+        "attempts": job.attempts,
+        "error": job.error,
+        "cancel_requested": job.cancel_requested,
+        "recovery": job.recovery,
+        "worker_name": job.worker_name,
+        "device_name": job.device_name,
+        "memory_policy": job.memory_policy,
+        "model_id": job.model_id,
+        "model_revision": job.model_revision,
+        "versions": job.versions,
+        "test_model_noise": is_test_model(job.model_id),
+        "progress": progress(job),
+        "callback_url": delivery.url if delivery else None,
+        "webhook": None if delivery is None else _webhook(delivery),
+        "images": image_records(job, base_url),
+        "lane": job.lane,
+        "batch_id": job.batch_id,
+        "item_key": job.item_key,
+        "row_number": job.row_number,
+        "content_hash": job.content_hash,
+        "reused_from": job.reused_from,
+        "precision": job.precision,
+    }
+
+
+def _webhook(delivery: Any) -> dict[str, Any]:
+    return {
+        "state": delivery.state,
+        "attempts": delivery.attempts,
+        "last_status_code": delivery.last_status_code,
+        "last_error": delivery.last_error,
+        "delivered_at": delivery.delivered_at,
+    }
+
+
 def image_records(job: Job, base_url: str) -> list[dict[str, Any]]:
-    """A job's rendered images, each with its renditions: what the API and the webhook payloads list."""
+    """A job's rendered images, each with its renditions."""
     base = base_url.rstrip("/")
     return [
         {

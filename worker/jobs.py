@@ -316,8 +316,8 @@ def generation_parameters(req: RenderRequest, seed: int, ctx: JobContext) -> dic
 def store_results(
     job_id: str, ctx: JobContext, req: RenderRequest, images: list, gpu_seconds: float, notes: list[str]
 ) -> None:
-    fmt, quality = str(req.extra["format"]), int(req.extra["quality"])  # type: ignore[arg-type]
-    specs: list[dict[str, Any]] = req.extra.get("renditions") or []  # type: ignore[assignment]
+    fmt, quality = str(req.extra["format"]), int(req.extra["quality"])
+    specs: list[dict[str, Any]] = req.extra.get("renditions") or []
     rows = []
     for index, (image, seed) in enumerate(zip(images, req.seeds, strict=True)):
         params = generation_parameters(req, seed, ctx)

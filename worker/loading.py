@@ -13,10 +13,10 @@ from pathlib import Path
 import torch
 from diffusers import ZImagePipeline
 
+from core.settings import TINY_MODEL as TINY
 from worker.tiny_model import TINY_VERSION, ensure_tiny_model
 
 log = logging.getLogger(__name__)
-TINY = "tiny"
 
 
 class ModelLoadError(RuntimeError):

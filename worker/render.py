@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from diffusers import ZImagePipeline
@@ -27,7 +28,7 @@ class RenderRequest:
     guidance_scale: float
     seeds: list[int]
     negative_prompt: str | None = None
-    extra: dict[str, object] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def num_images(self) -> int:

@@ -7,6 +7,7 @@ import platform
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import diffusers
 import torch
@@ -66,7 +67,7 @@ class Runtime:
     load_seconds: float = 0.0
     warmup_seconds: float = 0.0
     fault_injection: bool = False
-    pipe: object = field(default=None, repr=False)
+    pipe: Any = field(default=None, repr=False)  # a ZImagePipeline once loaded
     base_policy: str = "full"
     relief: list[str] = field(default_factory=list)
 

@@ -55,7 +55,7 @@ def _stop_child(**_: object) -> None:
 
 
 class RenderTask(Task):
-    def on_failure(self, exc, task_id, args, kwargs, einfo) -> None:  # type: ignore[no-untyped-def]
+    def on_failure(self, exc, task_id, args, kwargs, einfo) -> None:
         # Runs in the child for an unexpected error, and in the parent for a hard time limit (the child
         # was killed mid-job). Either way the job gets a final status with the reason.
         job_id = args[0] if args else kwargs.get("job_id")

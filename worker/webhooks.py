@@ -14,6 +14,7 @@ import random
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import httpx
@@ -28,13 +29,13 @@ from models.base import utcnow
 from models.batch_stats import batch_stats
 from models.db import transaction
 from models.deliveries import take_due
-from models.records import image_records
+from models.records import job_record
 from models.webhooks import MAX_BACKOFF_SECONDS
 from worker.webhook_slots import TenantSlots
 from zfarm.webhook_signing import SIGNATURE_HEADER, sign
 
 log = logging.getLogger(__name__)
-TEST_MODEL = "tiny"
+LEGACY_FIELDS = ("prompt", "negative_prompt", "width", "height", "steps", "seed")
 MAX_LISTED_PROBLEMS = 100  # keys that did not succeed, listed in a batch payload; the manifest has them all
 
 
@@ -44,27 +45,17 @@ def backoff_seconds(attempt: int, base: float) -> float:
 
 
 def job_payload(job: Job, base_url: str) -> dict[str, Any]:
-    return {
-        "id": job.id,
-        "status": job.status,
-        "error": job.error,
-        "prompt": job.prompt,
-        "negative_prompt": job.negative_prompt,
-        "width": job.width,
-        "height": job.height,
-        "steps": job.steps,
-        "seed": job.seed,
-        "created_at": job.created_at.isoformat(),
-        "started_at": job.started_at.isoformat() if job.started_at else None,
-        "finished_at": job.finished_at.isoformat() if job.finished_at else None,
-        "gpu_seconds": job.gpu_seconds,
-        "attempts": job.attempts,
-        "worker_name": job.worker_name,
-        "model_id": job.model_id,
-        "model_revision": job.model_revision,
-        "test_model_noise": job.model_id == TEST_MODEL,
-        "images": image_records(job, base_url),
-    }
+    """The job's record as GET /v1/jobs/{id} answers it, plus the top-level fields of the first payload
+    format (prompt, negative_prompt, width, height, steps, seed), kept for receivers written against it."""
+    record = job_record(job, base_url)
+    legacy = {name: record["parameters"][name] for name in LEGACY_FIELDS}
+    return json.loads(json.dumps({**record, **legacy}, default=_iso))
+
+
+def _iso(value: Any) -> str:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
 def batch_payload(s: Session, batch: Batch, base_url: str) -> dict[str, Any]:

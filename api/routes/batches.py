@@ -72,6 +72,7 @@ async def create_batch(
     """A JSON body with `rows`, or a multipart upload with `file` (CSV or JSONL) and the same fields."""
     settings: FarmSettings = request.app.state.settings
     ctype = request.headers.get("content-type", "")
+    payload: bytes | list[Any]
     if ctype.startswith("multipart/form-data"):
         options, payload, source = await _upload(request)
     elif ctype.startswith("application/json"):
@@ -193,7 +194,7 @@ def batch_out(session: SessionDep, batch: Batch, request: Request) -> BatchOut:
     return BatchOut(
         id=batch.id,
         name=batch.name,
-        status=stats.state(batch),  # type: ignore[arg-type]
+        status=stats.state(batch),
         template=batch.template,
         key_column=batch.key_column,
         preset=batch.preset,
@@ -272,7 +273,11 @@ def get_batch_archive(
 
 def _image_url(request: Request) -> ImageUrl:
     base = str(request.base_url).rstrip("/")
-    return lambda job_id, index, rendition="": base + image_path(job_id, index, rendition)
+
+    def url(job_id: str, index: int, rendition: str = "") -> str:
+        return base + image_path(job_id, index, rendition)
+
+    return url
 
 
 @router.post("/{batch_id}/retry-failed", response_model=RetryOut)

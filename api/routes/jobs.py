@@ -14,79 +14,30 @@ from api.batch_intake import scoped_key
 from api.callbacks import callback_problem
 from api.deps import EnqueuerDep, SessionDep, SettingsDep, StorageDep
 from api.job_identity import content_hash
-from api.progress import job_progress
 from api.prompt_checks import check_job, refuse
 from api.refusals import Refusal
 from api.schemas import (
     MAX_SEED,
     RENDITION_NAME,
-    ImageOut,
     JobCreate,
     JobList,
     JobOut,
-    WebhookOut,
 )
 from control.webhook_sweep import send_now
 from models import Image, Job, JobStatus, Lane, WebhookDelivery, lifecycle
 from models.base import utcnow
 from models.dedup import copied_images, find_reusable, reused_values
-from models.records import image_records
+from models.records import job_record
 from models.statuses import FINAL_STATUSES
 from models.workers import live_precisions
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 MEDIA_TYPES = {"png": "image/png", "webp": "image/webp", "jpeg": "image/jpeg"}
-TEST_MODEL = "tiny"
 
 
 def job_out(job: Job, request: Request) -> JobOut:
-    queued = (job.started_at - job.created_at).total_seconds() if job.started_at else None
-    return JobOut(
-        id=job.id,
-        status=job.status,
-        parameters={
-            "prompt": job.prompt,
-            "negative_prompt": job.negative_prompt,
-            "width": job.width,
-            "height": job.height,
-            "steps": job.steps,
-            "guidance_scale": job.guidance_scale,
-            "seed": job.seed,
-            "num_images": job.num_images,
-            "output_format": job.output_format,
-            "quality": job.quality,
-            "renditions": job.renditions or [],
-        },
-        seeds=[job.image_seed(i) for i in range(job.num_images)],
-        created_at=job.created_at,
-        started_at=job.started_at,
-        finished_at=job.finished_at,
-        queued_seconds=queued,
-        gpu_seconds=job.gpu_seconds,
-        attempts=job.attempts,
-        error=job.error,
-        cancel_requested=job.cancel_requested,
-        recovery=job.recovery,
-        worker_name=job.worker_name,
-        device_name=job.device_name,
-        memory_policy=job.memory_policy,
-        model_id=job.model_id,
-        model_revision=job.model_revision,
-        versions=job.versions,
-        test_model_noise=job.model_id == TEST_MODEL,
-        progress=job_progress(job),
-        callback_url=job.webhook.url if job.webhook else None,
-        webhook=WebhookOut.model_validate(job.webhook, from_attributes=True) if job.webhook else None,
-        images=[ImageOut.model_validate(record) for record in image_records(job, str(request.base_url))],
-        lane=job.lane,
-        batch_id=job.batch_id,
-        item_key=job.item_key,
-        row_number=job.row_number,
-        content_hash=job.content_hash,
-        reused_from=job.reused_from,
-        precision=job.precision,
-        waiting_for=_waiting_for(job, request),
-    )
+    record = job_record(job, str(request.base_url))
+    return JobOut.model_validate({**record, "waiting_for": _waiting_for(job, request)})
 
 
 def _waiting_for(job: Job, request: Request) -> str | None:

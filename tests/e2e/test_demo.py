@@ -28,7 +28,7 @@ def test_demo_renders_the_catalog_and_says_it_is_noise(tmp_path: Path) -> None:
     lines = list(csv.DictReader((out / "manifest.csv").open(encoding="utf-8")))
     rows = [line for line in lines if line["rendition"] == ""]
     thumbs = [line for line in lines if line["rendition"] == "thumb"]
-    catalog = list(csv.DictReader((REPO / "zfarm" / "data" / "demo_catalog.csv").open(encoding="utf-8")))
+    catalog = list(csv.DictReader((REPO / "zfarm" / "launcher" / "data" / "demo_catalog.csv").open(encoding="utf-8")))
     assert len(rows) == len(thumbs) == len(catalog) >= 8 and len(lines) == 2 * len(catalog)
     # the demo went through the batch path: one manifest line per SKU image, each named by its SKU
     assert [row["key"] for row in rows] == [item["sku"] for item in catalog]

@@ -10,7 +10,7 @@ import click
 from tqdm import tqdm
 
 from zfarm.cli.client_commands import RENDITION_HELP, _client, key_option, parse_renditions, url_option
-from zfarm.client import Client, ZfarmError
+from zfarm.client import Batch, BatchCreated, Client, ZfarmError
 
 
 def _parse_set(values: tuple[str, ...]) -> dict[str, Any]:
@@ -26,10 +26,10 @@ def _parse_set(values: tuple[str, ...]) -> dict[str, Any]:
     return out
 
 
-def wait_batch_with_bar(client: Client, batch: dict[str, Any], timeout: float | None) -> dict[str, Any]:
+def wait_batch_with_bar(client: Client, batch: BatchCreated, timeout: float | None) -> Batch:
     with tqdm(total=batch["rows"], desc=f"batch {batch['id'][:8]}", unit="job") as bar:
 
-        def update(current: dict[str, Any]) -> None:
+        def update(current: Batch) -> None:
             c = current["counts"]
             bar.set_postfix_str(f"ok={c['succeeded']} running={c['running']} failed={c['failed'] + c['dead']}")
             bar.update(current["done"] - bar.n)
@@ -37,7 +37,7 @@ def wait_batch_with_bar(client: Client, batch: dict[str, Any], timeout: float | 
         return client.wait_batch(batch["id"], timeout=timeout, on_update=update)
 
 
-def summary(batch: dict[str, Any]) -> str:
+def summary(batch: Batch) -> str:
     c = batch["counts"]
     return (
         f"batch {batch['id']} {batch['status']}: {c['succeeded']} succeeded ({batch['jobs_reused']} reused), "

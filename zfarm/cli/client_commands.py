@@ -11,7 +11,7 @@ from typing import Any
 import click
 from tqdm import tqdm
 
-from zfarm.client import Client, ZfarmError
+from zfarm.client import Client, Job, ZfarmError
 
 url_option = click.option("--url", envvar="ZFARM_URL", default=None, help="API base URL (env ZFARM_URL).")
 key_option = click.option("--api-key", envvar="ZFARM_API_KEY", default=None, help="API key (env ZFARM_API_KEY).")
@@ -58,21 +58,20 @@ def parse_renditions(specs: tuple[str, ...]) -> list[dict[str, Any]] | None:
     return out or None
 
 
-def _print_job(job: dict[str, Any]) -> None:
+def _print_job(job: Job) -> None:
     click.echo(json.dumps(job, indent=2, default=str))
 
 
-def wait_with_bar(client: Client, job_id: str, timeout: float | None) -> dict[str, Any]:
+def wait_with_bar(client: Client, job_id: str, timeout: float | None) -> Job:
     """Waits on the job's event stream with a bar of denoising steps (written to stderr by tqdm)."""
     with tqdm(total=None, desc=f"job {job_id[:8]}", unit="step", leave=True) as bar:
 
-        def update(job: dict[str, Any]) -> None:
-            progress = job.get("progress") or {}
-            if bar.total is None and progress.get("total"):
+        def update(job: Job) -> None:
+            progress = job["progress"]
+            if bar.total is None and progress["total"]:
                 bar.reset(total=progress["total"])
-            step = progress.get("step") or 0
-            bar.update(step - bar.n)
-            bar.set_postfix_str(f"{job['status']} ({progress.get('phase', '?')})")
+            bar.update((progress["step"] or 0) - bar.n)
+            bar.set_postfix_str(f"{job['status']} ({progress['phase']})")
 
         return client.wait(job_id, timeout=timeout, on_update=update)
 

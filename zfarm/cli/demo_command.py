@@ -10,7 +10,6 @@ import time
 from contextlib import ExitStack
 from importlib import resources
 from pathlib import Path
-from typing import Any
 
 import click
 import httpx
@@ -18,7 +17,7 @@ from tqdm import tqdm
 
 from core.settings import DEFAULT_MODEL, TINY_MODEL, FarmSettings
 from zfarm.cli.batch_commands import summary
-from zfarm.client import Client
+from zfarm.client import Batch, BatchCreated, Client
 from zfarm.launcher.embedded import Farm, install_signal_handlers, open_on_loopback, pick_free_ports
 
 TEMPLATE = "studio product photo of a {material} {product} on {setting}, soft light, 85mm, high detail"
@@ -52,7 +51,6 @@ def run_demo(settings: FarmSettings, catalog: Path | None, out: Path | None) -> 
     farm = Farm(settings, log_dir=settings.data_dir.resolve() / "logs")
     stop = [False]
     install_signal_handlers(stop)
-    final: dict[str, Any] = {}
     try:
         farm.start()
         click.echo(f"embedded farm started (process logs in {farm.log_dir}):")
@@ -84,7 +82,7 @@ def run_demo(settings: FarmSettings, catalog: Path | None, out: Path | None) -> 
     click.echo(f"images (named by SKU), 256x256 WebP thumbnails in thumb/ and manifest.csv in {out}")
     if settings.model == TINY_MODEL:
         click.secho("Reminder: these images come from the tiny random test model and are noise.", fg="yellow")
-    return 0 if final.get("status") == "succeeded" else 1
+    return 0 if final["status"] == "succeeded" else 1
 
 
 def wait_until_ready(client: Client, farm: Farm, stop: list[bool]) -> None:
@@ -107,7 +105,7 @@ def wait_until_ready(client: Client, farm: Farm, stop: list[bool]) -> None:
     raise click.ClickException("interrupted")
 
 
-def follow(client: Client, created: dict[str, Any], stop: list[bool]) -> dict[str, Any]:
+def follow(client: Client, created: BatchCreated, stop: list[bool]) -> Batch:
     with tqdm(total=created["rows"], desc="rendering catalog", unit="img") as bar:
         while True:
             batch = client.get_batch(created["id"])

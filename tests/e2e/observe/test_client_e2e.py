@@ -1,0 +1,110 @@
+"""The Python client, sync and async, against a served farm with a real worker: every call, one scenario.
+
+The two clients are one piece of code (the sync one is generated from the async one); this scenario runs
+through each of them, so a call that breaks in either, or a generated file that drifts, fails here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import hashlib
+import io
+import zipfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.e2e.observe.farm import ObservedFarm
+from zfarm.client import AsyncClient, Client, Job, ZfarmError
+
+pytestmark = pytest.mark.e2e
+SMALL = {"width": 256, "height": 256, "steps": 2}
+
+
+class Blocking:
+    """Drives an AsyncClient from plain code: each coroutine runs to completion on one event loop."""
+
+    def __init__(self, client: AsyncClient) -> None:
+        self.client, self.loop = client, asyncio.new_event_loop()
+
+    def __getattr__(self, name: str) -> Callable[..., Any]:
+        call = getattr(self.client, name)
+        return lambda *args, **kwargs: self.loop.run_until_complete(call(*args, **kwargs))
+
+    def close(self) -> None:
+        self.loop.run_until_complete(self.client.close())
+        self.loop.close()
+
+
+@pytest.fixture(params=["sync", "async"])
+def client(request: pytest.FixtureRequest, farm: ObservedFarm) -> Iterator[Any]:
+    if request.param == "sync":
+        with Client(farm.url) as sync:
+            yield sync
+        return
+    blocking = Blocking(AsyncClient(farm.url))
+    try:
+        yield blocking
+    finally:
+        blocking.close()
+
+
+def test_jobs_through_the_client(client: Any, farm: ObservedFarm, tmp_path: Path) -> None:
+    # submit, follow the event stream, read the record, download
+    seen: list[Job] = []
+    job = client.submit("a linen apron", seed=11, renditions=[{"name": "thumb", "width": 128, "height": 128}], **SMALL)
+    final = client.wait(job["id"], timeout=120, on_update=seen.append, raise_on_failure=True)
+    assert final["status"] == "succeeded" and seen[-1]["status"] == "succeeded"
+    assert final == client.get(job["id"])
+    assert job["id"] in [j["id"] for j in client.jobs(status="succeeded")]
+    paths = client.download(job["id"], tmp_path / "out")
+    assert sorted(p.name for p in paths) == [f"{job['id']}_0.png", f"{job['id']}_0_thumb.webp"]
+    [image] = final["images"]
+    assert hashlib.sha256(paths[0].read_bytes()).hexdigest() == image["sha256"]
+    assert client.image_bytes(job["id"], 0, "thumb") == paths[1].read_bytes()
+    # refusals arrive as ZfarmError naming the field
+    with pytest.raises(ZfarmError) as refused:
+        client.submit("a mug", width=1000)
+    assert refused.value.status_code == 422 and "width" in str(refused.value)
+    # cancel a queued job
+    slow = [client.submit(f"a wide rug {n}", width=1024, height=1024, steps=30) for n in range(2)]
+    canceled = client.cancel(slow[-1]["id"])
+    assert canceled["cancel_requested"] is True
+    client.cancel(slow[0]["id"])
+    assert client.wait(slow[-1]["id"], timeout=120)["status"] == "canceled"
+    # the farm
+    assert client.health()["status"] == "ok"
+    assert farm.worker_name in [w["name"] for w in client.workers()]
+    assert "square-1024" in [p["name"] for p in client.presets()]
+    client.save_template("apron", template="studio photo of a {material} apron")
+    assert "apron" in [t["name"] for t in client.templates()]
+
+
+def test_batches_through_the_client(client: Any, tmp_path: Path) -> None:
+    # rows in memory, followed to the end, exported three ways
+    created = client.create_batch(
+        [{"sku": "A1", "material": "linen"}, {"sku": "A2", "material": "denim"}],
+        template_name="apron",
+        defaults=SMALL,
+        name="aprons",
+    )
+    final = client.wait_batch(created["id"], timeout=180, poll=0.3)
+    assert final["status"] == "succeeded" and final["counts"]["succeeded"] == 2
+    assert created["id"] in [b["id"] for b in client.batches()]
+    rows = list(csv.DictReader(io.StringIO(client.manifest(created["id"]))))
+    assert sorted(r["key"] for r in rows) == ["A1", "A2"]
+    archive = client.download_archive(created["id"], tmp_path / "a.zip")
+    assert sorted(zipfile.ZipFile(archive).namelist()) == ["A1.png", "A2.png", "manifest.csv"]
+    files = client.download_batch(created["id"], tmp_path / "batch")
+    assert sorted(p.name for p in files) == ["A1.png", "A2.png", "manifest.csv"]
+    assert client.retry_failed(created["id"]) == 0
+    # a CSV upload, canceled before its rows run
+    catalog = tmp_path / "catalog.csv"
+    catalog.write_text("sku,material\nB1,wool\nB2,silk\n")
+    uploaded = client.upload_batch(catalog, template="a {material} scarf", defaults={**SMALL, "steps": 30})
+    assert uploaded["rows"] == 2
+    canceled = client.cancel_batch(uploaded["id"])
+    assert canceled["canceled_at"] is not None
