@@ -33,7 +33,7 @@ class RealRopeEmbedder:
     def __call__(self, ids: torch.Tensor) -> torch.Tensor:
         if self.tables is None or self.tables[0].device != ids.device:
             inner = self.inner
-            tables = inner.precompute_freqs_cis(inner.axes_dims, inner.axes_lens, theta=inner.theta)  # type: ignore[attr-defined]
+            tables = inner.precompute_freqs_cis(inner.axes_dims, inner.axes_lens, theta=inner.theta)
             self.tables = [torch.view_as_real(t).to(ids.device) for t in tables]
         return torch.cat([table[ids[:, i]] for i, table in enumerate(self.tables)], dim=-2)
 
@@ -62,13 +62,13 @@ class FusedZImageAttnProcessor:
         attention_mask: torch.Tensor | None = None,
         freqs_cis: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        heads = attn.heads  # type: ignore[attr-defined]
-        query, key, value = attn.to_qkv(hidden_states).chunk(3, dim=-1)  # type: ignore[operator]
+        heads = attn.heads
+        query, key, value = attn.to_qkv(hidden_states).chunk(3, dim=-1)
         query, key, value = (t.unflatten(-1, (heads, -1)) for t in (query, key, value))
-        if attn.norm_q is not None:  # type: ignore[attr-defined]
-            query = attn.norm_q(query)  # type: ignore[operator]
-        if attn.norm_k is not None:  # type: ignore[attr-defined]
-            key = attn.norm_k(key)  # type: ignore[operator]
+        if attn.norm_q is not None:
+            query = attn.norm_q(query)
+        if attn.norm_k is not None:
+            key = attn.norm_k(key)
         if freqs_cis is not None:
             query, key = apply_real_rope(query, freqs_cis), apply_real_rope(key, freqs_cis)
         if attention_mask is not None and attention_mask.ndim == 2:
@@ -84,7 +84,7 @@ class FusedZImageAttnProcessor:
             parallel_config=self._parallel_config,
         )
         out = out.flatten(2, 3).to(query.dtype)
-        return attn.to_out[0](out)  # type: ignore[index]
+        return attn.to_out[0](out)
 
 
 class FusedFeedForward(nn.Module):
@@ -113,12 +113,12 @@ def stacked_linear(parts: list[nn.Linear]) -> nn.Linear:
 
 
 def fuse_block(block: nn.Module) -> None:
-    attn = block.attention  # type: ignore[attr-defined]
+    attn = block.attention
     attn.to_qkv = stacked_linear([attn.to_q, attn.to_k, attn.to_v])
     del attn.to_q, attn.to_k, attn.to_v  # the stacked copy replaces them: no second set of weights in memory
     attn.set_processor(FusedZImageAttnProcessor())
-    ff = block.feed_forward  # type: ignore[attr-defined]
-    block.feed_forward = FusedFeedForward(stacked_linear([ff.w1, ff.w3]), ff.w2)  # type: ignore[attr-defined]
+    ff = block.feed_forward
+    block.feed_forward = FusedFeedForward(stacked_linear([ff.w1, ff.w3]), ff.w2)
 
 
 def fuse_transformer(transformer: ZImageTransformer2DModel) -> int:
