@@ -20,13 +20,14 @@ import torch
 import torch.nn.functional as F
 from diffusers import ZImageTransformer2DModel
 from diffusers.models.attention_dispatch import dispatch_attention_fn
+from diffusers.models.transformers.transformer_z_image import RopeEmbedder
 from torch import nn
 
 
 class RealRopeEmbedder:
     """Z-Image's `RopeEmbedder` returning (..., dim/2, 2) float32 (cos, sin) pairs instead of complex64."""
 
-    def __init__(self, inner: object) -> None:
+    def __init__(self, inner: RopeEmbedder) -> None:
         self.inner = inner
         self.tables: list[torch.Tensor] | None = None
 
