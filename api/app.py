@@ -15,6 +15,7 @@ from api.errors import validation_handler
 from api.metrics import FarmCollector
 from api.quotas import Quotas
 from api.routes import batches, events, health, jobs, keys, metrics, presets, templates, web, workers
+from broker_config.celery_app import app as default_celery
 from control.dispatcher import Dispatcher, DispatcherThread
 from control.enqueue import Enqueuer
 from control.reconciler import Reconciler, ReconcilerThread
@@ -32,10 +33,7 @@ def create_app(
     queue: str | None = None,
 ) -> FastAPI:
     settings = settings or get_settings()
-    if celery is None:
-        from broker_config.celery_app import app
-
-        celery = app
+    celery = celery or default_celery
     engine = make_engine(settings.resolved_database_url)
     sessions = make_session_factory(engine)
     broker = settings

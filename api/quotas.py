@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from fastapi import HTTPException
 from limits import RateLimitItemPerMinute
 from limits.storage import storage_from_string
@@ -51,6 +53,4 @@ class Quotas:
 
 
 def _now() -> float:
-    import time
-
     return time.time()

@@ -9,9 +9,11 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
+from huggingface_hub import try_to_load_from_cache
 from tokenizers import Tokenizer
 
 from core.settings import TINY_MODEL as TINY
+from core.tiny_tokenizer import build_raw_tokenizer
 
 MAX_TOKENS = 512
 
@@ -25,15 +27,11 @@ def chat_wrapped(prompt: str) -> str:
 def load_tokenizer(model: str, revision: str | None = None) -> Tokenizer | None:
     """The model's tokenizer if it is on this machine; None means the worker checks instead."""
     if model == TINY:
-        from core.tiny_tokenizer import build_raw_tokenizer
-
         return build_raw_tokenizer()
     local = Path(model).expanduser() / "tokenizer" / "tokenizer.json"
     if local.is_file():
         return Tokenizer.from_file(str(local))
     try:
-        from huggingface_hub import try_to_load_from_cache
-
         cached = try_to_load_from_cache(model, "tokenizer/tokenizer.json", revision=revision)
     except Exception:  # a malformed repo id or cache: no early check, the worker's check still holds
         return None

@@ -20,6 +20,7 @@ from typing import Any
 import torch
 import torch._inductor.config
 from diffusers import ZImagePipeline
+from torch._dynamo.utils import counters
 
 log = logging.getLogger(__name__)
 # The shipped presets, warmed after compiling so that the first job of each size pays no kernel compilation.
@@ -89,8 +90,6 @@ def uncompile_blocks(pipe: ZImagePipeline) -> None:
 
 def graphs_compiled() -> int:
     """Graphs dynamo has compiled in this process; it must not grow in steady state."""
-    from torch._dynamo.utils import counters
-
     return int(counters["stats"]["unique_graphs"])
 
 

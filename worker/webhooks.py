@@ -21,8 +21,9 @@ import httpx
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from broker_config.celery_app import app
 from broker_config.task_names import DELIVER_WEBHOOK
-from core.settings import FarmSettings
+from core.settings import FarmSettings, get_settings
 from core.webhook_targets import IPNetwork, Target, UnsafeTarget, target_for_sending
 from models import Batch, DeliveryState, Job, JobStatus, WebhookDelivery
 from models.base import utcnow
@@ -242,9 +243,6 @@ def _record(
 def notify_webhook(job_id: str, sessions: sessionmaker[Session]) -> None:
     """The fast path after a job ends: hand its webhook, and its batch's if that was the batch's last job,
     to the webhooks queue now, not at the next sweep."""
-    from broker_config.celery_app import app
-    from core.settings import get_settings
-
     try:
         with transaction(sessions) as s:
             due = take_due(s, job_id=job_id)

