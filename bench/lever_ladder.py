@@ -17,6 +17,7 @@ usage: python -m bench.lever_ladder --model DIR [--size 1024] [--steps 8] [--rep
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import statistics
 import sys
@@ -30,7 +31,7 @@ import torch
 
 from bench.prompts import prompt
 from worker import acceleration, precision
-from worker.images import encode_image
+from worker.images import _SRGB, encode_image
 from worker.pixels import guard_output, to_pil
 from worker.render import RenderRequest
 from worker.runtime import Runtime
@@ -162,10 +163,6 @@ def drift_fp8(rt: Runtime, a: argparse.Namespace, res: dict[str, Any]) -> None:
 
 
 def _pillow_png(image: Any) -> bytes:
-    import io
-
-    from worker.images import _SRGB
-
     buf = io.BytesIO()
     image.save(buf, format="PNG", icc_profile=_SRGB)
     return buf.getvalue()

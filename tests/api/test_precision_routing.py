@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,7 @@ from migrations.runner import upgrade
 from models import Worker, make_engine, make_session_factory
 from models.base import utcnow
 from models.db import transaction
+from models.workers import live_precisions
 
 
 @pytest.fixture
@@ -90,10 +92,6 @@ def test_content_hash_counts_the_precision() -> None:
 
 
 def test_worker_heartbeat_decides_which_tiers_are_live(api: TestClient) -> None:
-    from datetime import timedelta
-
-    from models.workers import live_precisions
-
     sessions = make_session_factory(make_engine(api.app.state.settings.resolved_database_url))
     with transaction(sessions) as s:
         stale = utcnow() - timedelta(seconds=600)

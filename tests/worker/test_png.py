@@ -6,6 +6,7 @@ import io
 
 import numpy as np
 import torch
+from diffusers import DiffusionPipeline
 from PIL import Image as PILImage
 
 from worker import png
@@ -41,8 +42,6 @@ def test_png_of_a_smooth_image_is_near_pillows_size() -> None:
 
 
 def test_device_side_8bit_conversion_equals_the_pipelines_numpy_one() -> None:
-    from diffusers import DiffusionPipeline
-
     pixels = torch.rand(2, 3, 33, 47)
     pixels[0, 0, 0, :4] = torch.tensor([0.5 / 255, 1.5 / 255, 2.5 / 255, 1.0])  # halfway cases round to even
     ours = [np.asarray(im) for im in to_pil(pixels)]
