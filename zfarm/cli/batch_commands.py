@@ -57,6 +57,9 @@ def summary(batch: Batch) -> str:
 @click.option("--set", "settings", multiple=True, help="A default for every row, NAME=VALUE (repeatable).")
 @click.option("--format", "file_format", type=click.Choice(["csv", "jsonl"]), default=None)
 @click.option("--no-dedup", is_flag=True, help="Render every row, even those with finished identical images.")
+@click.option(
+    "--precision", type=click.Choice(["bf16", "fp8"]), default=None, help="bf16 (default, exact) or fp8 (faster)."
+)
 @click.option("--rendition", "renditions", multiple=True, help=RENDITION_HELP)
 @click.option("--callback-url", default=None, help="Receives a signed POST (batch.finished) when the batch ends.")
 @click.option("--idempotency-key", default=None, help="Send it again safely: a repeat returns the same batch.")
@@ -76,6 +79,7 @@ def batch(
     settings: tuple[str, ...],
     file_format: str | None,
     no_dedup: bool,
+    precision: str | None,
     renditions: tuple[str, ...],
     callback_url: str | None,
     idempotency_key: str | None,
@@ -101,6 +105,7 @@ def batch(
                 seed=seed,
                 defaults=defaults or None,
                 dedup=False if no_dedup else None,
+                precision=precision,
                 renditions=parse_renditions(renditions),
                 callback_url=callback_url,
             )

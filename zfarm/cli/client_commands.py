@@ -86,6 +86,12 @@ def wait_with_bar(client: Client, job_id: str, timeout: float | None) -> Job:
 @click.option("--seed", type=int, default=None)
 @click.option("--num-images", "-n", type=int, default=None)
 @click.option("--format", "output_format", type=click.Choice(["png", "webp", "jpeg"]), default=None)
+@click.option(
+    "--precision",
+    type=click.Choice(["bf16", "fp8"]),
+    default=None,
+    help="bf16 (default, exact) or fp8 (faster, not exact; needs a worker started with ZFARM_PRECISION=fp8).",
+)
 @click.option("--rendition", "renditions", multiple=True, help=RENDITION_HELP)
 @click.option("--callback-url", default=None, help="Receives a signed POST (job.finished) when the job ends.")
 @click.option("--wait/--no-wait", default=False, help="Wait for the job to finish, with a progress bar.")
