@@ -20,10 +20,10 @@ from control.dispatcher import Dispatcher, DispatcherThread
 from control.enqueue import Enqueuer
 from control.reconciler import Reconciler, ReconcilerThread
 from control.webhook_sweep import WebhookSweep
-from core.queues import bulk_queue_name
+from core.queues import PRECISIONS
 from core.settings import FarmSettings, get_settings
 from core.storage import LocalStorage
-from models import make_engine, make_session_factory
+from models import Lane, make_engine, make_session_factory
 
 
 def create_app(
@@ -113,7 +113,10 @@ def create_app(
         FarmCollector(
             sessions,
             redis_url,
-            [enqueuer.queue, bulk_queue_name(enqueuer.queue), broker.webhook_queue],
+            [
+                *(enqueuer.queue_for(lane, precision) for precision in PRECISIONS for lane in Lane),
+                broker.webhook_queue,
+            ],
             settings.worker_offline_after_seconds,
         )
     )

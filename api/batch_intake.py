@@ -152,6 +152,7 @@ def _row_rules(session: Session, settings: FarmSettings, principal: Principal, o
         base["negative_prompt"] = saved.negative_prompt
     base.update(opts.defaults.parameters())
     base["renditions"] = [r.model_dump() for r in opts.renditions]
+    base["precision"] = opts.precision
     base.update(opts.model_dump(include=set(IMAGE_FIELDS) - {"image", "mask"}))
     return RowRules(
         template=template,

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, HttpUrl, model_validator
 from api.image_schemas import MAX_MASK_PIXELS, Mode, Placement
 from api.schemas import MAX_PROMPT_CHARS, MAX_SEED, Renditions, WebhookOut
 from core.presets import PRESET_NAME, ParameterSet, Preset
+from core.queues import Precision
 
 CellValue = str | int | float | bool | None
 TEMPLATE_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$"
@@ -33,6 +34,7 @@ class BatchOptions(BaseModel):
     )
     dedup: bool = Field(True, description="reuse images of succeeded jobs with the same content hash")
     truncate_prompt: bool = False
+    precision: Precision = Field("bf16", description="bf16 (exact) or fp8 (faster, not exact) for every row")
     renditions: Renditions = Field(
         default_factory=list,
         description="extra outputs for every image of the batch (e.g. a 512x512 WebP thumbnail); in an upload, "

@@ -8,7 +8,9 @@ from collections.abc import Mapping
 from typing import Any
 
 SEED_SPACE = 2**63
-HASH_VERSION = 1  # bump when the rendering path changes what the same parameters produce
+# Bump when the rendering path changes what the same parameters produce. 2: issue 15's levers (fused projections,
+# compiled text encoder and VAE, PNG written on several cores) and the precision tier.
+HASH_VERSION = 2
 
 
 def derive_seed(batch_seed: int, key: str) -> int:
@@ -38,6 +40,8 @@ def normalized_parameters(params: Mapping[str, Any]) -> dict[str, Any]:
         "output_format": fmt,
         "quality": None if fmt == "png" else int(params["quality"]),
         "truncate_prompt": bool(params.get("truncate_prompt", False)),
+        # An fp8 image is not a bf16 one: the two never dedup against each other.
+        "precision": params.get("precision") or "bf16",
     }
     if renditions := params.get("renditions"):
         out["renditions"] = [_rendition(r) for r in renditions]

@@ -19,6 +19,7 @@ from pydantic import (
 )
 
 from api.image_schemas import ASSET_ID, MAX_MASK_PIXELS, InputOut, Mode, Placement
+from core.queues import Precision
 
 MAX_SEED = 2**63 - 1
 MAX_PROMPT_CHARS = 4000
@@ -116,6 +117,11 @@ class JobCreate(BaseModel):
     quality: int = Field(95, ge=1, le=100)
     truncate_prompt: bool = Field(
         False, description="cut a prompt longer than the 512-token window instead of refusing it"
+    )
+    precision: Precision = Field(
+        "bf16",
+        description="bf16: exact (the same seed gives the same bytes); fp8: faster, images differ slightly from "
+        "bf16 ones; runs only on workers started with ZFARM_PRECISION=fp8",
     )
     dedup: bool = Field(
         True,
@@ -215,6 +221,10 @@ class JobOut(BaseModel):
     item_key: str | None = Field(None, description="the catalog row's key (e.g. SKU) for batch jobs")
     row_number: int | None = None
     content_hash: str | None = Field(None, description="sha256 of model, normalized parameters and seed")
+    precision: str = Field("bf16", description="the precision tier that renders (or rendered) this job")
+    waiting_for: str | None = Field(
+        None, description="why a queued job cannot start yet, e.g. no live worker runs its precision"
+    )
     reused_from: str | None = Field(None, description="the succeeded job whose images this job reuses (no GPU)")
     mode: str = Field("text", description="text, img2img, inpaint or place")
     inputs: dict[str, InputOut] = Field(default_factory=dict, description="image (and mask) the job starts from")
@@ -257,6 +267,7 @@ class WorkerOut(BaseModel):
     gpu_memory_used_mib: int | None
     memory_policy: str | None
     model_id: str | None
+    precision: str | None = Field(None, description="bf16 or fp8: which jobs this worker takes")
     state: str
     current_job_id: str | None
     jobs_done: int

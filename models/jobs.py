@@ -59,6 +59,8 @@ class Job(Base):
     output_format: Mapped[str] = mapped_column(String(8), default="png")
     quality: Mapped[int] = mapped_column(Integer, default=95)
     truncate_prompt: Mapped[bool] = mapped_column(default=False, server_default=false())
+    # bf16 (exact) or fp8 (faster, not exact): only workers running this precision take the job (core/queues.py).
+    precision: Mapped[str] = mapped_column(String(8), default="bf16", server_default="bf16")
     # Extra outputs made on the worker's CPU from each rendered image (api.schemas.Rendition, as dicts).
     renditions: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON, default=None)
     # Image inputs (issue 12): `text` renders from the prompt alone; img2img, inpaint and place start from assets.

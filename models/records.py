@@ -94,6 +94,7 @@ def job_record(job: Job, base_url: str) -> dict[str, Any]:
         "row_number": job.row_number,
         "content_hash": job.content_hash,
         "reused_from": job.reused_from,
+        "precision": job.precision,
         "mode": job.mode,
         "inputs": input_records(job, base_url),
     }

@@ -190,6 +190,13 @@ def claim_job(job_id: str, ctx: JobContext) -> RenderRequest | Outcome:
             return Outcome.SKIPPED  # a duplicate delivery while a live worker runs it
         if job.status == JobStatus.RUNNING and job_id in ctx.in_flight:
             return Outcome.SKIPPED  # rendered here (in a batch) and being stored by a finisher thread
+        if job.precision != ctx.runtime.precision:
+            # Misrouted (e.g. a worker restarted with another precision): left queued; the reconciler sees its
+            # message gone and sends it again, to its own tier's queue.
+            log.warning(
+                "job %s asks for %s, this worker runs %s: not taken", job_id, job.precision, ctx.runtime.precision
+            )
+            return Outcome.SKIPPED
         if job.cancel_requested:
             ended = lifecycle.cancel(s, Job.id == job.id, Job.status == job.status, error="canceled before it ran")
             return Outcome.CANCELED if ended else Outcome.SKIPPED
@@ -227,6 +234,7 @@ def claim_job(job_id: str, ctx: JobContext) -> RenderRequest | Outcome:
                 "truncate_prompt": job.truncate_prompt,
                 "renditions": job.renditions or [],
                 "attempt": job.attempts + 1,
+                "precision": job.precision,
                 "inputs": input_spec(job),
             },
         )
@@ -309,6 +317,7 @@ def generation_parameters(req: RenderRequest, seed: int, ctx: JobContext) -> dic
         "model": src.model_id if src else ctx.runtime.model,
         "model_revision": src.revision if src else None,
         "test_model_noise": ctx.runtime.is_test_model,
+        "precision": ctx.runtime.precision,
         **(req.inputs.described if req.inputs is not None else {}),
     }
 

@@ -14,7 +14,7 @@ import diffusers
 import torch
 import transformers
 
-from worker import acceleration, faults, memory
+from worker import acceleration, faults, fusion, memory, precision
 from worker.image_render import ImagePipelines, render_from_image
 from worker.loading import ModelSource, load_pipeline, resolve_source
 from worker.render import PromptEncoder, RenderRequest, StepCallback, render_many
@@ -51,6 +51,16 @@ class Runtime:
     encode_unpadded: bool = False
     batch_max_images: int = 1
     warm_sizes: tuple[tuple[int, int], ...] = acceleration.PRESET_SIZES
+    # Issue 15: bf16 (exact tier) or fp8 (worker/precision.py); fused projections and real RoPE (worker/fusion.py);
+    # where compiled kernels are kept between starts (None: not kept). With compile on, the VAE decoder is compiled
+    # too (`compile_parts`; the lever benchmark turns it off). The text encoder is not compiled: transformers'
+    # hidden-state capture breaks its layers' graphs, and it was never measured on a GPU compiled.
+    precision: str = "bf16"
+    fuse_mode: str = "off"  # auto: on whenever the blocks are compiled (its gain is kernel fusion by Inductor)
+    fused: bool = False
+    compile_cache_dir: Path | None = None
+    compile_parts: tuple[str, ...] = ("blocks", "vae")
+    fp8_layers: int = 0
     compiled: bool = False
     compile_error: str | None = None
     source: ModelSource | None = None
@@ -71,19 +81,54 @@ class Runtime:
         # bf16 on GPUs (the checkpoint's dtype); float32 on CPUs, where bf16 matmuls are slow.
         dtype = torch.bfloat16 if self.device == "cuda" else torch.float32
         self.policy = memory.choose_policy(self.requested_policy, self.device)
+        self._check_precision(self.device, self.policy)
         pipe = load_pipeline(self.source, dtype)
+        compile_on = acceleration.should_compile(self.compile_mode, self.device, self.policy)
+        if self.fuse_mode == "on" or (self.fuse_mode == "auto" and compile_on):
+            fusion.fuse_transformer(pipe.transformer)  # before the weights move: no second copy on the card
+            self.fused = True
+        # The image pipelines share these modules, so FP8, compile and the policy below apply to them too.
         self.image_pipes = ImagePipelines.sharing(pipe)  # before the policy: see ImagePipelines.sharing
         memory.apply_policy(pipe, self.policy, self.device)
         self.base_policy = self.policy
         self.pipe = pipe
-        if acceleration.should_compile(self.compile_mode, self.device, self.policy):
-            try:
-                acceleration.compile_blocks(pipe, self.compile_backend)
-                self.compiled = True
-            except Exception as exc:  # e.g. an unknown backend: run eagerly rather than not at all
-                log.exception("compiling the DiT blocks failed; running them eagerly")
-                self.compile_error = f"{type(exc).__name__}: {exc}"[:500]
+        if self.precision == "fp8":
+            self.fp8_layers = precision.quantize_fp8(pipe.transformer)
+        if compile_on:
+            self._compile(pipe)
         self.load_seconds = time.perf_counter() - started
+
+    def check_precision(self) -> None:
+        """Raises PrecisionUnavailable when this machine cannot run the precision asked for (before any loading)."""
+        if self.precision != "bf16":
+            device = pick_device(self.requested_device)
+            self._check_precision(device, memory.choose_policy(self.requested_policy, device))
+
+    def _check_precision(self, device: str, policy: str) -> None:
+        if self.precision not in precision.PRECISIONS:
+            raise precision.PrecisionUnavailable(f"precision must be one of bf16, fp8 (got {self.precision!r})")
+        if self.precision == "bf16":
+            return
+        capability = torch.cuda.get_device_capability() if device == "cuda" else None
+        problem = precision.fp8_problem(device, capability)
+        if problem is None and policy != "full":
+            problem = f"ZFARM_PRECISION=fp8 runs under the memory policy full only (this card got {policy})"
+        if problem is not None:
+            raise precision.PrecisionUnavailable(problem)
+
+    def _compile(self, pipe: object) -> None:
+        if self.compile_cache_dir is not None:
+            acceleration.use_compile_cache(self.compile_cache_dir)
+        try:
+            if "blocks" in self.compile_parts:
+                acceleration.compile_blocks(pipe, self.compile_backend)
+            if "vae" in self.compile_parts:
+                acceleration.compile_vae_decoder(pipe, self.compile_backend)
+            self.compiled = True
+        except Exception as exc:  # e.g. an unknown backend: run eagerly rather than not at all
+            log.exception("compiling failed; running eagerly")
+            acceleration.uncompile_blocks(pipe)
+            self.compile_error = f"{type(exc).__name__}: {exc}"[:500]
 
     def warmup(self, size: int) -> None:
         """A small image first, then the default size, so the first real job pays no first-call costs."""
@@ -159,6 +204,9 @@ class Runtime:
         """Counters for logs and benchmarks: compiled graphs (flat in steady state) and VRAM."""
         return {
             "compiled": self.compiled,
+            "precision": self.precision,
+            "fused": self.fused,
+            "fp8_layers": self.fp8_layers,
             "graphs": acceleration.graphs_compiled(),
             **acceleration.memory_stats(self.device),
         }
@@ -178,7 +226,8 @@ class Runtime:
         memory.set_vae_tiling(self.pipe, True)
         if self.device == "cuda":
             torch.cuda.empty_cache()
-            stricter = memory.stricter(self.policy)
+            # FP8 weights are torchao tensors placed for the card: they are not moved in and out by offload hooks.
+            stricter = memory.stricter(self.policy) if self.precision == "bf16" else None
             if stricter is not None:
                 self._switch_policy(stricter)
                 return f"out of memory under {self.base_policy}: retried with VAE tiling under {stricter}"
@@ -213,7 +262,13 @@ class Runtime:
         return bool(self.source and self.source.is_test_model)
 
     def versions(self) -> dict[str, str]:
+        extra = {}
+        if self.precision == "fp8":
+            import torchao
+
+            extra["torchao"] = torchao.__version__
         return {
+            **extra,
             "diffusers": diffusers.__version__,
             "torch": torch.__version__,
             "transformers": transformers.__version__,

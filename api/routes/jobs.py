@@ -30,13 +30,30 @@ from models.base import utcnow
 from models.dedup import copied_images, find_reusable, reused_values
 from models.records import job_record
 from models.statuses import FINAL_STATUSES
+from models.workers import live_precisions
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 MEDIA_TYPES = {"png": "image/png", "webp": "image/webp", "jpeg": "image/jpeg"}
 
 
 def job_out(job: Job, request: Request) -> JobOut:
-    return JobOut.model_validate(job_record(job, str(request.base_url)))
+    record = job_record(job, str(request.base_url))
+    return JobOut.model_validate({**record, "waiting_for": _waiting_for(job, request)})
+
+
+def _waiting_for(job: Job, request: Request) -> str | None:
+    """A queued job whose precision no live worker runs waits until one starts: the record says so."""
+    if job.status != JobStatus.QUEUED:
+        return None
+    live = getattr(request.state, "live_precisions", None)
+    if live is None:  # once per request, however many jobs it lists
+        settings = request.app.state.settings
+        with request.app.state.sessions() as s:
+            live = live_precisions(s, settings.worker_offline_after_seconds)
+        request.state.live_precisions = live
+    if job.precision in live:
+        return None
+    return f"a worker running precision {job.precision}: none is live (start one with ZFARM_PRECISION={job.precision})"
 
 
 def _get_job(session: SessionDep, job_id: str, principal: PrincipalDep) -> Job:
@@ -76,6 +93,7 @@ def create_job(
     job = Job(
         tenant=principal.tenant,
         truncate_prompt=body.truncate_prompt,
+        precision=body.precision,
         prompt=body.prompt,
         negative_prompt=body.negative_prompt,
         width=resolved.width,

@@ -58,6 +58,9 @@ def summary(batch: Batch) -> str:
 @click.option("--set", "settings", multiple=True, help="A default for every row, NAME=VALUE (repeatable).")
 @click.option("--format", "file_format", type=click.Choice(["csv", "jsonl"]), default=None)
 @click.option("--no-dedup", is_flag=True, help="Render every row, even those with finished identical images.")
+@click.option(
+    "--precision", type=click.Choice(["bf16", "fp8"]), default=None, help="bf16 (default, exact) or fp8 (faster)."
+)
 @click.option("--rendition", "renditions", multiple=True, help=RENDITION_HELP)
 @click.option(
     "--images",
@@ -84,6 +87,7 @@ def batch(
     settings: tuple[str, ...],
     file_format: str | None,
     no_dedup: bool,
+    precision: str | None,
     renditions: tuple[str, ...],
     callback_url: str | None,
     idempotency_key: str | None,
@@ -111,6 +115,7 @@ def batch(
                 seed=seed,
                 defaults=defaults or None,
                 dedup=False if no_dedup else None,
+                precision=precision,
                 renditions=parse_renditions(renditions),
                 callback_url=callback_url,
                 images=images,

@@ -100,6 +100,12 @@ def wait_with_bar(client: Client, job_id: str, timeout: float | None) -> Job:
 @click.option("--seed", type=int, default=None)
 @click.option("--num-images", "-n", type=int, default=None)
 @click.option("--format", "output_format", type=click.Choice(["png", "webp", "jpeg"]), default=None)
+@click.option(
+    "--precision",
+    type=click.Choice(["bf16", "fp8"]),
+    default=None,
+    help="bf16 (default, exact) or fp8 (faster, not exact; needs a worker started with ZFARM_PRECISION=fp8).",
+)
 @click.option("--rendition", "renditions", multiple=True, help=RENDITION_HELP)
 @click.option("--image", default=None, help="Input image: a file (uploaded first) or an asset id.")
 @click.option("--mask", default=None, help="inpaint: a mask file (white repaints) or an asset id.")

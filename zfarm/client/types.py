@@ -78,6 +78,8 @@ class Job(TypedDict):
     row_number: int | None
     content_hash: str | None
     reused_from: str | None
+    precision: str  # bf16 or fp8
+    waiting_for: str | None  # why a queued job cannot start yet (no live worker runs its precision)
     mode: str  # text, img2img, inpaint or place
     inputs: dict[str, Input]  # image (and mask) the job starts from
 
@@ -166,6 +168,7 @@ class Worker(TypedDict):
     gpu_memory_used_mib: int | None
     memory_policy: str | None
     model_id: str | None
+    precision: str | None  # the tier it runs: bf16 or fp8
     state: str
     current_job_id: str | None
     jobs_done: int
