@@ -9,14 +9,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 from diffusers import ZImageImg2ImgPipeline, ZImageInpaintPipeline, ZImagePipeline
 from diffusers.utils import logging as diffusers_logging
 from PIL import Image as PILImage
 
 from worker.image_inputs import ImageInputs
-from worker.render import OutputHook, RenderRequest, StepCallback, guard_output
+from worker.pixels import guard_output, to_pil
+from worker.render import OutputHook, RenderRequest, StepCallback
 
 
 @dataclass(frozen=True)
@@ -77,14 +77,15 @@ def render_from_image(
         "num_inference_steps": req.steps,
         "guidance_scale": req.guidance_scale,
         "generator": [torch.Generator("cpu").manual_seed(seed) for seed in req.seeds],
-        "output_type": "np",
+        "output_type": "pt",
         "callback_on_step_end": _callback,
     }
     if cond.repaint is not None:
         call["mask_image"] = [cond.repaint] * count
     output = (pipes.img2img if cond.repaint is None else pipes.inpaint)(**call)
-    arrays = np.asarray(output.images)
+    # Checked and made 8-bit on the device, as text renders are (worker/pixels.py), then the kept pixels put back.
+    pixels = output.images
     if output_hook is not None:
-        arrays = output_hook(arrays)
-    guard_output(arrays)
-    return [cond.finish(image) for image in pipes.inpaint.numpy_to_pil(arrays)]
+        pixels = output_hook(pixels)
+    guard_output(pixels)
+    return [cond.finish(image) for image in to_pil(pixels)]
