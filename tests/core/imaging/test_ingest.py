@@ -25,7 +25,7 @@ def test_a_png_is_stored_as_is_with_its_record() -> None:
 
 
 def test_a_declared_50000_square_is_refused_without_decoding() -> None:
-    bomb = raw_png(50_000, 50_000)  # 70 bytes that declare 2.5 gigapixels
+    bomb = raw_png(50_000, 50_000)  # 65 bytes that declare 2.5 gigapixels
     tracemalloc.start()
     with pytest.raises(ImageRefused, match="pixels"):
         ingest(bomb, BUDGET)
