@@ -14,7 +14,7 @@ from api.body_limit import BodyLimit
 from api.errors import validation_handler
 from api.metrics import FarmCollector
 from api.quotas import Quotas
-from api.routes import batches, events, health, jobs, keys, metrics, presets, templates, web, workers
+from api.routes import assets, batches, events, health, jobs, keys, metrics, presets, templates, web, workers
 from broker_config.celery_app import app as default_celery
 from control.dispatcher import Dispatcher, DispatcherThread
 from control.enqueue import Enqueuer
@@ -101,6 +101,7 @@ def create_app(
     app.include_router(workers.router)
     app.include_router(keys.router)
     app.include_router(batches.router)
+    app.include_router(assets.router)
     app.include_router(presets.router)
     app.include_router(templates.router)
     app.include_router(events.router)

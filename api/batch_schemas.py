@@ -7,6 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl, model_validator
 
+from api.image_schemas import MAX_MASK_PIXELS, Mode, Placement
 from api.schemas import MAX_PROMPT_CHARS, MAX_SEED, Renditions, WebhookOut
 from core.presets import PRESET_NAME, ParameterSet, Preset
 from core.queues import Precision
@@ -45,6 +46,13 @@ class BatchOptions(BaseModel):
         description="http(s) URL that receives a signed JSON POST (event batch.finished) when no job of the "
         "batch is left to run",
     )
+    # Image modes for every row (issue 12); rows override them with their own columns. The `image` (and
+    # `mask`) column names a file in the `images` zip of an upload, or an asset id.
+    mode: Mode = Field("text", description="text, img2img, inpaint or place, for every row")
+    strength: float | None = Field(None, gt=0, le=1)
+    mask_blur: int | None = Field(None, ge=0, le=MAX_MASK_PIXELS)
+    mask_grow: int | None = Field(None, ge=0, le=MAX_MASK_PIXELS)
+    placement: Placement | None = Field(None, description="place: where each cutout's product goes; in an upload, JSON")
 
     @model_validator(mode="after")
     def _one_template(self) -> BatchOptions:

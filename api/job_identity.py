@@ -45,6 +45,12 @@ def normalized_parameters(params: Mapping[str, Any]) -> dict[str, Any]:
     }
     if renditions := params.get("renditions"):
         out["renditions"] = [_rendition(r) for r in renditions]
+    if params.get("mode", "text") != "text":
+        # Image modes (issue 12): the inputs' bytes (sha256) and the mode parameters decide the image too, so a
+        # different photo never reuses another's images. Text jobs hash as they did before modes existed.
+        out["mode"] = params["mode"]
+        out["inputs"] = dict(params["inputs"])
+        out["mode_parameters"] = params["mode_parameters"]
     return out
 
 
@@ -57,6 +63,7 @@ def _rendition(spec: Mapping[str, Any]) -> dict[str, Any]:
         "format": fmt,
         "quality": None if fmt == "png" else int(spec["quality"]),
         "fit": spec.get("fit", "cover"),
+        **({"background": spec["background"], "fill": float(spec["fill"])} if spec.get("background") else {}),
     }
 
 

@@ -108,6 +108,8 @@ class FarmSettings(BaseSettings):
     # holding a thread, so one tenant's slow receiver cannot delay another tenant's webhooks.
     webhook_tenant_concurrency: int = Field(2, ge=1, le=1000)
     max_upload_bytes: int = Field(64 * 1024 * 1024, ge=1024)
+    # Input images (issue 12): the pixels an uploaded image may declare, checked before a pixel is decoded.
+    max_asset_pixels: int = Field(25_000_000, ge=256 * 256, le=200_000_000)
 
     # Catalog campaigns (batches).
     presets: dict[str, Preset] = Field(default_factory=dict)  # JSON; added to the shipped ones, same name wins

@@ -27,6 +27,13 @@ def image_key(job_id: str, index: int, fmt: str, rendition: str = "") -> str:
     return f"jobs/{job_id[:2]}/{job_id}/{stem}.{ext}"
 
 
+def asset_key(asset_id: str) -> str:
+    """An uploaded input image, stored normalized as PNG: the key comes from the asset id, never the file name."""
+    if not re.fullmatch(r"[0-9a-f]{32}", asset_id):
+        raise ValueError(f"asset_id must be 32 lowercase hex characters (got {asset_id!r})")
+    return f"assets/{asset_id[:2]}/{asset_id}.png"
+
+
 class Storage(Protocol):
     def put(self, key: str, data: bytes) -> None: ...
     def open(self, key: str) -> BinaryIO: ...

@@ -38,6 +38,8 @@ def parameters(job: Job) -> dict[str, Any]:
         "output_format": job.output_format,
         "quality": job.quality,
         "renditions": job.renditions or [],
+        "mode": job.mode,
+        **(job.mode_parameters or {}),  # strength, mask_blur, mask_grow, placement: as the job runs them
     }
 
 
@@ -93,6 +95,8 @@ def job_record(job: Job, base_url: str) -> dict[str, Any]:
         "content_hash": job.content_hash,
         "reused_from": job.reused_from,
         "precision": job.precision,
+        "mode": job.mode,
+        "inputs": input_records(job, base_url),
     }
 
 
@@ -131,4 +135,27 @@ def _file(row: Any, url: str) -> dict[str, Any]:
         "sha256": row.sha256,
         "bytes": row.bytes,
         "url": url,
+    }
+
+
+def asset_path(asset_id: str) -> str:
+    """`/v1/assets/ID/content`: an input image's stored bytes (api/routes/assets.py)."""
+    return f"/v1/assets/{asset_id}/content"
+
+
+def input_records(job: Job, base_url: str) -> dict[str, dict[str, Any]]:
+    """The images a job starts from (image, mask): what its record, webhook and manifest name."""
+    base = base_url.rstrip("/")
+    roles = (("image", job.image_asset), ("mask", job.mask_asset))
+    return {
+        role: {
+            "id": asset.id,
+            "sha256": asset.sha256,
+            "width": asset.width,
+            "height": asset.height,
+            "has_alpha": asset.has_alpha,
+            "url": base + asset_path(asset.id),
+        }
+        for role, asset in roles
+        if asset is not None
     }

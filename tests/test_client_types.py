@@ -12,6 +12,7 @@ from pydantic import BaseModel
 
 from api.batch_schemas import BatchCreated as BatchCreatedOut
 from api.batch_schemas import BatchOut
+from api.image_schemas import AssetOut, InputOut
 from api.schemas import ImageOut, JobOut, JobProgress, RenditionOut, WebhookOut, WorkerOut
 from zfarm.client import types
 
@@ -29,6 +30,8 @@ REPO = Path(__file__).resolve().parents[1]
         (types.Rendition, RenditionOut),
         (types.Progress, JobProgress),
         (types.Webhook, WebhookOut),
+        (types.Asset, AssetOut),
+        (types.Input, InputOut),
     ],
     ids=lambda x: x.__name__,
 )

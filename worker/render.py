@@ -4,13 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from diffusers import ZImagePipeline
 from PIL import Image as PILImage
 
 from worker.pixels import RenderError, guard_output, to_pil
+
+if TYPE_CHECKING:
+    from worker.image_inputs import ImageInputs
 
 __all__ = ["RenderCanceled", "RenderError", "RenderRequest", "guard_output", "render", "render_many"]
 
@@ -29,6 +32,8 @@ class RenderRequest:
     seeds: list[int]
     negative_prompt: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    # Image modes (img2img, inpaint, place): the inputs read from storage; None renders from text alone.
+    inputs: ImageInputs | None = None
 
     @property
     def num_images(self) -> int:

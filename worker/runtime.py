@@ -6,6 +6,7 @@ import logging
 import platform
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ import torch
 import transformers
 
 from worker import acceleration, faults, fusion, memory, precision
+from worker.image_render import ImagePipelines, render_from_image
 from worker.loading import ModelSource, load_pipeline, resolve_source
 from worker.render import PromptEncoder, RenderRequest, StepCallback, render_many
 from worker.text_encoding import can_encode_unpadded, encode_prompts
@@ -68,6 +70,7 @@ class Runtime:
     warmup_seconds: float = 0.0
     fault_injection: bool = False
     pipe: Any = field(default=None, repr=False)  # a ZImagePipeline once loaded
+    image_pipes: ImagePipelines = field(default=None, repr=False)  # type: ignore[assignment]  # set by load()
     base_policy: str = "full"
     relief: list[str] = field(default_factory=list)
 
@@ -84,6 +87,8 @@ class Runtime:
         if self.fuse_mode == "on" or (self.fuse_mode == "auto" and compile_on):
             fusion.fuse_transformer(pipe.transformer)  # before the weights move: no second copy on the card
             self.fused = True
+        # The image pipelines share these modules, so FP8, compile and the policy below apply to them too.
+        self.image_pipes = ImagePipelines.sharing(pipe)  # before the policy: see ImagePipelines.sharing
         memory.apply_policy(pipe, self.policy, self.device)
         self.base_policy = self.policy
         self.pipe = pipe
@@ -171,6 +176,9 @@ class Runtime:
         if self.device == "cuda":
             torch.cuda.reset_peak_memory_stats()  # stats() then reports this call's peak
         with torch.inference_mode():
+            if reqs[0].inputs is not None:  # image modes: one job a call, never batched (worker/batching.py)
+                hook = partial(faults.corrupt_output, fault, try_index)
+                return [render_from_image(self.image_pipes, reqs[0], on_step, output_hook=hook)]
             return render_many(
                 self.pipe,
                 reqs,

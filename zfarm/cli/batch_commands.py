@@ -10,6 +10,7 @@ import click
 from tqdm import tqdm
 
 from zfarm.cli.client_commands import RENDITION_HELP, _client, key_option, parse_renditions, url_option
+from zfarm.cli.image_options import image_mode_options, mode_fields
 from zfarm.client import Batch, BatchCreated, Client, ZfarmError
 
 
@@ -61,6 +62,13 @@ def summary(batch: Batch) -> str:
     "--precision", type=click.Choice(["bf16", "fp8"]), default=None, help="bf16 (default, exact) or fp8 (faster)."
 )
 @click.option("--rendition", "renditions", multiple=True, help=RENDITION_HELP)
+@click.option(
+    "--images",
+    type=click.Path(exists=True, path_type=Path),
+    default=None,
+    help="A zip (or a directory, zipped for you) of input images; the image and mask columns name its files.",
+)
+@image_mode_options
 @click.option("--callback-url", default=None, help="Receives a signed POST (batch.finished) when the batch ends.")
 @click.option("--idempotency-key", default=None, help="Send it again safely: a repeat returns the same batch.")
 @click.option("--wait/--no-wait", default=False, help="Follow the batch with a progress bar and a summary.")
@@ -88,6 +96,8 @@ def batch(
     timeout: float | None,
     url: str | None,
     api_key: str | None,
+    images: Path | None,
+    **image_params: Any,
 ) -> None:
     """Submit a catalog (CSV or JSONL) with a template as one batch; prints its id."""
     defaults = _parse_set(settings)
@@ -108,8 +118,10 @@ def batch(
                 precision=precision,
                 renditions=parse_renditions(renditions),
                 callback_url=callback_url,
+                images=images,
+                **mode_fields(image_params),
             )
-        except ZfarmError as exc:
+        except (ZfarmError, FileNotFoundError) as exc:
             raise click.ClickException(str(exc)) from exc
         click.echo(created["id"])
         click.echo(

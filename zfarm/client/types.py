@@ -80,6 +80,36 @@ class Job(TypedDict):
     reused_from: str | None
     precision: str  # bf16 or fp8
     waiting_for: str | None  # why a queued job cannot start yet (no live worker runs its precision)
+    mode: str  # text, img2img, inpaint or place
+    inputs: dict[str, Input]  # image (and mask) the job starts from
+
+
+class Input(TypedDict):
+    """An input image as a job's record names it."""
+
+    id: str
+    sha256: str
+    width: int
+    height: int
+    has_alpha: bool
+    url: str
+
+
+class Asset(TypedDict):
+    """An uploaded input image (POST /v1/assets, GET /v1/assets/{id})."""
+
+    id: str
+    sha256: str
+    width: int
+    height: int
+    format: str
+    has_alpha: bool
+    conversions: list[str]
+    product_box: list[int] | None
+    filename: str | None
+    bytes: int
+    created_at: str
+    url: str
 
 
 class Batch(TypedDict):
