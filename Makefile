@@ -56,7 +56,8 @@ client: install
 # An embedded Redis keeps other farms on this machine out of Flower's view.
 screenshots: install test-tools
 	ZFARM_SCREENSHOTS=docs/screenshots ZFARM_TEST_REDIS_URL=redis://127.0.0.1:1/0 \
-	  $(BIN)/python -m pytest -q tests/e2e/observe/test_web_page.py tests/e2e/observe/test_flower_browser.py
+	  $(BIN)/python -m pytest -q tests/e2e/observe/test_web_page.py tests/e2e/observe/test_web_photos.py \
+	  tests/e2e/observe/test_flower_browser.py
 
 lint: install
 	$(BIN)/ruff check .

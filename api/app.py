@@ -14,16 +14,16 @@ from api.body_limit import BodyLimit
 from api.errors import validation_handler
 from api.metrics import FarmCollector
 from api.quotas import Quotas
-from api.routes import batches, events, health, jobs, keys, loras, metrics, presets, templates, web, workers
+from api.routes import assets, batches, events, health, jobs, keys, loras, metrics, presets, templates, web, workers
 from broker_config.celery_app import app as default_celery
 from control.dispatcher import Dispatcher, DispatcherThread
 from control.enqueue import Enqueuer
 from control.reconciler import Reconciler, ReconcilerThread
 from control.webhook_sweep import WebhookSweep
-from core.queues import bulk_queue_name
+from core.queues import PRECISIONS
 from core.settings import FarmSettings, get_settings
 from core.storage import LocalStorage
-from models import make_engine, make_session_factory
+from models import Lane, make_engine, make_session_factory
 
 
 def create_app(
@@ -103,6 +103,7 @@ def create_app(
     app.include_router(workers.router)
     app.include_router(keys.router)
     app.include_router(batches.router)
+    app.include_router(assets.router)
     app.include_router(presets.router)
     app.include_router(templates.router)
     app.include_router(loras.router)
@@ -115,7 +116,10 @@ def create_app(
         FarmCollector(
             sessions,
             redis_url,
-            [enqueuer.queue, bulk_queue_name(enqueuer.queue), broker.webhook_queue],
+            [
+                *(enqueuer.queue_for(lane, precision) for precision in PRECISIONS for lane in Lane),
+                broker.webhook_queue,
+            ],
             settings.worker_offline_after_seconds,
         )
     )

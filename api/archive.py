@@ -44,6 +44,7 @@ def archive_chunks(jobs: Iterable[Job], storage: Storage, image_url: ImageUrl) -
                     zs.add_path(str(path), name)
                 else:
                     zs.add(_read(storage.open(image.storage_key)), name, size=image.bytes)
+            _add_inputs(zs, job, storage)
             if n % 100 == 0:
                 yield from zs.all_files()
         yield from zs.all_files()
@@ -52,6 +53,21 @@ def archive_chunks(jobs: Iterable[Job], storage: Storage, image_url: ImageUrl) -
         zs.add(_read(spool, close=False), "manifest.csv")
         yield from zs.finalize()
         text.detach()
+
+
+def _add_inputs(zs: ZipStream, job: Job, storage: Storage) -> None:
+    """A job's input images beside its outputs: `_inputs/KEY.png` (and `_inputs/KEY.mask.png`). Rendition
+    folders are named [a-z0-9]..., so `_inputs` cannot be one of them."""
+    stem = job.item_key or job.id
+    for suffix, asset in (("", job.image_asset), (".mask", job.mask_asset)):
+        if asset is None or not storage.exists(asset.storage_key):
+            continue
+        name = f"_inputs/{stem}{suffix}.png"
+        path = storage.path(asset.storage_key)
+        if path is not None:
+            zs.add_path(str(path), name)
+        else:
+            zs.add(_read(storage.open(asset.storage_key)), name, size=asset.bytes)
 
 
 def _read(fh: BinaryIO | IO[bytes], close: bool = True) -> Iterator[bytes]:

@@ -17,15 +17,18 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from api.auth import Principal
+from api.batch_images import resolve_rows
 from api.batch_schemas import BatchOptions
 from api.callbacks import callback_problem
 from api.catalog_files import Catalog
 from api.catalog_rows import JobSpec, RowRules, build_jobs
+from api.image_modes import IMAGE_FIELDS, ResolvedMode
 from api.job_identity import content_hash
 from api.prompt_template import parse_template
 from api.refusals import refuse
 from api.schemas import JobCreate
 from core.settings import FarmSettings
+from core.storage import Storage
 from core.token_window import load_tokenizer
 from models import Batch, Image, Job, JobStatus, Lane, PromptTemplate, WebhookDelivery, lifecycle
 from models.base import new_id, utcnow
@@ -39,12 +42,15 @@ class Intake:
     catalog: Catalog
     request_sha256: str
     idempotency_key: str | None  # already scoped to the tenant
+    images: bytes | None = None  # an upload's `images` zip (issue 12)
 
 
-def request_fingerprint(options: BatchOptions, payload: bytes | list[Any]) -> str:
+def request_fingerprint(options: BatchOptions, payload: bytes | list[Any], images: bytes | None = None) -> str:
     """Same options and same rows give the same fingerprint, whatever the multipart boundary or key order."""
     digest = hashlib.sha256(options.model_dump_json().encode())
     digest.update(payload if isinstance(payload, bytes) else json.dumps(payload, sort_keys=True).encode())
+    if images is not None:
+        digest.update(b"images" + hashlib.sha256(images).digest())
     return digest.hexdigest()
 
 
@@ -71,7 +77,7 @@ def replayed_batch(session: Session, intake: Intake) -> Batch | None:
 
 
 def accept_batch(
-    session: Session, settings: FarmSettings, principal: Principal, intake: Intake, quotas: Any
+    session: Session, settings: FarmSettings, principal: Principal, intake: Intake, quotas: Any, storage: Storage
 ) -> tuple[Batch, bool]:
     """Returns the batch and whether it is a replay of an earlier request with the same Idempotency-Key."""
     if (earlier := replayed_batch(session, intake)) is not None:
@@ -83,6 +89,7 @@ def accept_batch(
     rules = _row_rules(session, settings, principal, opts)
     tokenizer = load_tokenizer(settings.model, settings.model_revision)
     specs = build_jobs(intake.catalog, rules, tokenizer)
+    images = resolve_rows(session, settings, principal.tenant, specs, intake.images)
     quotas.check_submit(session, principal, new_jobs=len(specs))
     batch = Batch(
         id=new_id(),
@@ -101,7 +108,7 @@ def accept_batch(
         request_sha256=intake.request_sha256,
         created_at=(now := utcnow()),
     )
-    job_rows, image_rows = _rows(session, settings, principal, batch, specs)
+    job_rows, image_rows = _rows(session, settings, principal, batch, specs, images.resolved)
     batch.jobs_reused = sum(1 for r in job_rows if r["status"] == JobStatus.SUCCEEDED)
     session.add(batch)
     if opts.callback_url is not None:
@@ -109,6 +116,7 @@ def accept_batch(
         session.add(WebhookDelivery(batch_id=batch.id, url=str(opts.callback_url), created_at=now, updated_at=now))
     try:
         session.flush()
+        images.store(session, storage)  # the new input images, with their files: before the jobs that use them
         session.execute(insert(Job), job_rows)
         if image_rows:
             session.execute(insert(Image), image_rows)
@@ -145,6 +153,8 @@ def _row_rules(session: Session, settings: FarmSettings, principal: Principal, o
         base["negative_prompt"] = saved.negative_prompt
     base.update(opts.defaults.parameters())
     base["renditions"] = [r.model_dump() for r in opts.renditions]
+    base["precision"] = opts.precision
+    base.update(opts.model_dump(include=set(IMAGE_FIELDS) - {"image", "mask"}))
     return RowRules(
         template=template,
         key_column=opts.key_column,
@@ -160,16 +170,25 @@ def _row_rules(session: Session, settings: FarmSettings, principal: Principal, o
 
 
 def _rows(
-    session: Session, settings: FarmSettings, principal: Principal, batch: Batch, specs: list[JobSpec]
+    session: Session,
+    settings: FarmSettings,
+    principal: Principal,
+    batch: Batch,
+    specs: list[JobSpec],
+    modes: list[ResolvedMode],
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    hashes = [content_hash(s.params, settings.model, settings.model_revision) for s in specs]
+    asked = [
+        {**s.params, "width": m.width, "height": m.height, **m.identity()} for s, m in zip(specs, modes, strict=True)
+    ]
+    hashes = [content_hash(a, settings.model, settings.model_revision) for a in asked]
     reusable = find_reusable(session, hashes, principal.tenant, settings.model) if batch.dedup else {}
     now = utcnow()
     jobs: list[dict[str, Any]] = []
     images: list[dict[str, Any]] = []
-    for spec, digest in zip(specs, hashes, strict=True):
+    for spec, mode, digest in zip(specs, modes, hashes, strict=True):
         row = {
-            **spec.params,
+            **{k: v for k, v in spec.params.items() if k not in IMAGE_FIELDS},
+            **mode.columns(),
             "id": new_id(),
             "tenant": principal.tenant,
             "attempts": 0,

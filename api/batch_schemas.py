@@ -7,8 +7,10 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl, model_validator
 
+from api.image_schemas import MAX_MASK_PIXELS, Mode, Placement
 from api.schemas import MAX_PROMPT_CHARS, MAX_SEED, Loras, Renditions, WebhookOut
 from core.presets import PRESET_NAME, ParameterSet, Preset
+from core.queues import Precision
 
 CellValue = str | int | float | bool | None
 TEMPLATE_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$"
@@ -39,6 +41,7 @@ class BatchOptions(BaseModel):
     )
     dedup: bool = Field(True, description="reuse images of succeeded jobs with the same content hash")
     truncate_prompt: bool = False
+    precision: Precision = Field("bf16", description="bf16 (exact) or fp8 (faster, not exact) for every row")
     renditions: Renditions = Field(
         default_factory=list,
         description="extra outputs for every image of the batch (e.g. a 512x512 WebP thumbnail); in an upload, "
@@ -50,6 +53,13 @@ class BatchOptions(BaseModel):
         description="http(s) URL that receives a signed JSON POST (event batch.finished) when no job of the "
         "batch is left to run",
     )
+    # Image modes for every row (issue 12); rows override them with their own columns. The `image` (and
+    # `mask`) column names a file in the `images` zip of an upload, or an asset id.
+    mode: Mode = Field("text", description="text, img2img, inpaint or place, for every row")
+    strength: float | None = Field(None, gt=0, le=1)
+    mask_blur: int | None = Field(None, ge=0, le=MAX_MASK_PIXELS)
+    mask_grow: int | None = Field(None, ge=0, le=MAX_MASK_PIXELS)
+    placement: Placement | None = Field(None, description="place: where each cutout's product goes; in an upload, JSON")
 
     @model_validator(mode="after")
     def _one_template(self) -> BatchOptions:

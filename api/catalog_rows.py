@@ -6,6 +6,7 @@ column, the row's own override columns. Every problem found is reported with its
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from collections.abc import Mapping
@@ -16,6 +17,7 @@ from pydantic import ValidationError
 from tokenizers import Tokenizer
 
 from api.catalog_files import Catalog, CatalogRow
+from api.catalog_images import MODE_RULES, column_of, input_cells, parse_mode_cell, placement_overrides
 from api.job_identity import derive_seed
 from api.lora_refs import LoraProblem, resolve
 from api.prompt_template import Template
@@ -37,6 +39,11 @@ RESERVED = {
     "steps": "steps",
     "guidance_scale": "guidance_scale",
     "lora": "loras",  # `name` or `name:scale`, several separated by commas
+    # image modes (api/catalog_images.py): the batch's values, per row
+    "mode": "mode",
+    "strength": "strength",
+    "mask_blur": "mask_blur",
+    "mask_grow": "mask_grow",
 }
 _INT_FIELDS = {"width", "height", "seed", "num_images", "steps"}
 _WHOLE = re.compile(r"^[+-]?\d+$")
@@ -50,6 +57,9 @@ class JobSpec:
     line: int | None
     key: str
     params: dict[str, Any]  # every JobCreate field, validated
+    inputs: dict[str, str] = dataclasses.field(default_factory=dict)  # image modes: the row's image and mask cells
+    size_given: bool = False  # width or height set by the row itself
+    columns: frozenset[str] = frozenset()  # the row's non-empty cells: a refusal names the column that set a value
 
 
 @dataclass(frozen=True)
@@ -123,17 +133,39 @@ def _build_row(row: CatalogRow, rules: RowRules, problems: Problems) -> JobSpec 
     if len(problems.items) > before or key is None:
         return None
     params = {**rules.base, **overrides, "prompt": prompt, "truncate_prompt": rules.truncate_prompt}
+    if placement := placement_overrides(row, problems):
+        params["placement"] = {**(params.get("placement") or {}), **placement}
+    if len(problems.items) > before:
+        return None
     if params.get("seed") is None:
         params["seed"] = derive_seed(rules.batch_seed, key)
     try:
         job = JobCreate.model_validate(params)
     except ValidationError as exc:
         for err in exc.errors():
-            name = str(err["loc"][0]) if err["loc"] else "row"
-            column = next((c for c, f in RESERVED.items() if f == name and c in row.values), None)
+            name = ".".join(str(p) for p in err["loc"]) or "row"
+            column = next(
+                (c for c, f in RESERVED.items() if f == name and c in row.values), column_of(name, row.values)
+            )
             rule = str(err["msg"]).removeprefix("Value error, ")
             problems.add(rule, column=column, field=None if column else name, value=err.get("input"), **where)
         return None
+    params = job.model_dump(exclude={"dedup"})
+    try:
+        params["loras"] = resolve(params["loras"], rules.adapters or {}, rules.slot_rank, precision=job.precision)
+    except LoraProblem as exc:
+        column = "lora" if "loras" in overrides else None
+        problems.add(
+            exc.rule, column=column, field=None if column else "defaults." + exc.field, value=exc.value, **where
+        )
+        return None
+    # A row's own width or height: img2img and inpaint rows otherwise take their image's size (the batch's
+    # size is for its text and place rows).
+    size_given = bool({"width", "height"} & overrides.keys())
+    inputs = input_cells(row, job.mode)
+    if job.mode in ("img2img", "inpaint") and not size_given:
+        # Rendered at the image's own size: api/batch_images.py checks the size once the image is known.
+        return JobSpec(row.number, row.line, key, params, inputs, size_given, _filled(row))
     if job.width * job.height > rules.max_pixels:
         problems.add(
             f"width*height must be at most {rules.max_pixels} pixels on this farm",
@@ -147,16 +179,11 @@ def _build_row(row: CatalogRow, rules: RowRules, problems: Problems) -> JobSpec 
         problems.add(rule, field=field, value=value, **where)
     if too_large:
         return None
-    params = job.model_dump(exclude={"dedup"})
-    try:
-        params["loras"] = resolve(params["loras"], rules.adapters or {}, rules.slot_rank)
-    except LoraProblem as exc:
-        column = "lora" if "loras" in overrides else None
-        problems.add(
-            exc.rule, column=column, field=None if column else "defaults." + exc.field, value=exc.value, **where
-        )
-        return None
-    return JobSpec(row.number, row.line, key, params)
+    return JobSpec(row.number, row.line, key, params, inputs, size_given, _filled(row))
+
+
+def _filled(row: CatalogRow) -> frozenset[str]:
+    return frozenset(c for c, v in row.values.items() if v is not None and str(v).strip())
 
 
 def _key(row: CatalogRow, column: str, problems: Problems) -> str | None:
@@ -208,6 +235,7 @@ _RULES = {
     "negative_prompt": "must be text",
     "preset": "must be a preset name",
     "loras": "must be an adapter name or name:scale (a number), several separated by commas",
+    **MODE_RULES,
 }
 
 
@@ -233,6 +261,8 @@ def _lora_cell(text: str) -> list[dict[str, Any]] | None:
 def _parse(name: str, raw: Any) -> Any:
     if isinstance(raw, bool):
         return None
+    if name in MODE_RULES:
+        return parse_mode_cell(name, raw)
     if name in _INT_FIELDS:
         if isinstance(raw, int):
             return raw

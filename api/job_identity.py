@@ -8,7 +8,9 @@ from collections.abc import Mapping
 from typing import Any
 
 SEED_SPACE = 2**63
-HASH_VERSION = 1  # bump when the rendering path changes what the same parameters produce
+# Bump when the rendering path changes what the same parameters produce. 2: issue 15's levers (fused projections,
+# compiled text encoder and VAE, PNG written on several cores) and the precision tier.
+HASH_VERSION = 2
 
 
 def derive_seed(batch_seed: int, key: str) -> int:
@@ -39,6 +41,8 @@ def normalized_parameters(params: Mapping[str, Any]) -> dict[str, Any]:
         "output_format": fmt,
         "quality": None if fmt == "png" else int(params["quality"]),
         "truncate_prompt": bool(params.get("truncate_prompt", False)),
+        # An fp8 image is not a bf16 one: the two never dedup against each other.
+        "precision": params.get("precision") or "bf16",
     }
     if renditions := params.get("renditions"):
         out["renditions"] = [_rendition(r) for r in renditions]
@@ -48,6 +52,12 @@ def normalized_parameters(params: Mapping[str, Any]) -> dict[str, Any]:
         out["loras"] = [{"sha256": lora["sha256"], "scale": float(lora["scale"])} for lora in loras]
         if params.get("add_trigger_words"):
             out["trigger_words"] = [lora.get("trigger_words") or "" for lora in loras]
+    if params.get("mode", "text") != "text":
+        # Image modes (issue 12): the inputs' bytes (sha256) and the mode parameters decide the image too, so a
+        # different photo never reuses another's images. Text jobs hash as they did before modes existed.
+        out["mode"] = params["mode"]
+        out["inputs"] = dict(params["inputs"])
+        out["mode_parameters"] = params["mode_parameters"]
     return out
 
 
@@ -60,6 +70,7 @@ def _rendition(spec: Mapping[str, Any]) -> dict[str, Any]:
         "format": fmt,
         "quality": None if fmt == "png" else int(spec["quality"]),
         "fit": spec.get("fit", "cover"),
+        **({"background": spec["background"], "fill": float(spec["fill"])} if spec.get("background") else {}),
     }
 
 

@@ -19,14 +19,21 @@ class LoraProblem(Exception):
 
 
 def resolve(
-    refs: Sequence[Mapping[str, Any]], adapters: Mapping[str, Lora], slot_rank: int, field: str = "loras"
+    refs: Sequence[Mapping[str, Any]],
+    adapters: Mapping[str, Lora],
+    slot_rank: int,
+    field: str = "loras",
+    precision: str = "bf16",
 ) -> list[dict[str, Any]]:
     """[{name, sha256, scale, rank, trigger_words}] in the order asked; LoraProblem names the first that fails."""
     if not refs:
         return []
+    names = [ref["name"] for ref in refs]
     if slot_rank == 0:
-        names = [ref["name"] for ref in refs]
         raise LoraProblem(field, names, "this farm runs without LoRA adapters (ZFARM_LORA_SLOT_RANK=0)")
+    if precision != "bf16":
+        # The fp8 tier's quantized layers hold no adapter slot (worker/adapters.py): styled jobs render in bf16.
+        raise LoraProblem(field, names, f"LoRA adapters render on the bf16 tier only (this job asks {precision})")
     out: list[dict[str, Any]] = []
     for i, ref in enumerate(refs):
         row = adapters.get(ref["name"])
@@ -68,7 +75,7 @@ def job_loras(session: Any, tenant: str | None, body: Any, settings: FarmSetting
     if not body.loras:
         return []
     refs = [ref.model_dump() for ref in body.loras]
-    resolved = resolve(refs, visible(session, tenant), settings.lora_slot_rank)
+    resolved = resolve(refs, visible(session, tenant), settings.lora_slot_rank, precision=body.precision)
     wants_words = body.add_trigger_words and not body.truncate_prompt
     if wants_words and (problem := check_trigger_window(body.prompt, resolved, settings)) is not None:
         raise problem

@@ -35,6 +35,12 @@ COLUMNS = [
     "loras",
     "test_model_noise",
     "error",
+    # image modes (issue 12): what the job started from
+    "mode",
+    "input_image_id",
+    "input_image_sha256",
+    "input_mask_id",
+    "input_mask_sha256",
 ]
 # A cell starting with one of these is run as a formula by spreadsheet programs (CSV injection):
 # such cells get a leading apostrophe, which spreadsheets show as text and do not evaluate.
@@ -95,6 +101,7 @@ def manifest_lines(job: Job, names: dict[ImageId, str], image_url: ImageUrl) -> 
         "loras": " ".join(f"{x['name']}:{x['scale']:g}:{x['sha256']}" for x in job.loras or []),
         "test_model_noise": is_test_model(job.model_id) if job.model_id else "",
         "error": job.error,
+        **input_cells(job),
     }
     if not job.images:
         return [[safe_cell({**common, "seed": job.seed, "format": job.output_format}.get(c)) for c in COLUMNS]]
@@ -118,6 +125,14 @@ def manifest_lines(job: Job, names: dict[ImageId, str], image_url: ImageUrl) -> 
         }
         lines.append([safe_cell(line.get(c)) for c in COLUMNS])
     return lines
+
+
+def input_cells(job: Job) -> dict[str, Any]:
+    cells: dict[str, Any] = {"mode": job.mode}
+    for role, asset in (("image", job.image_asset), ("mask", job.mask_asset)):
+        if asset is not None:
+            cells[f"input_{role}_id"], cells[f"input_{role}_sha256"] = asset.id, asset.sha256
+    return cells
 
 
 def csv_chunks(jobs: Iterable[Job], image_url: ImageUrl) -> Iterator[str]:

@@ -26,15 +26,7 @@ class Quotas:
     def check_submit(self, session: Session, principal: Principal, new_jobs: int = 1) -> None:
         if principal.tenant is None:
             return
-        per_minute = principal.submits_per_minute or self.settings.submits_per_minute_per_tenant
-        item = RateLimitItemPerMinute(per_minute, namespace="zfarm-submits")
-        if not self.limiter.hit(item, principal.tenant):
-            reset = self.limiter.get_window_stats(item, principal.tenant).reset_time
-            raise HTTPException(
-                429,
-                detail=f"tenant {principal.tenant!r} is over {per_minute} submits per minute",
-                headers={"Retry-After": str(max(1, int(reset - _now())))},
-            )
+        self.check_rate(principal)
         cap = principal.max_queued_jobs or self.settings.max_queued_jobs_per_tenant
         waiting = (
             session.scalar(
@@ -49,6 +41,20 @@ class Quotas:
                 429,
                 detail=f"tenant {principal.tenant!r} has {waiting} jobs waiting; the cap is {cap}",
                 headers={"Retry-After": str(RETRY_AFTER_QUEUE_SECONDS)},
+            )
+
+    def check_rate(self, principal: Principal) -> None:
+        """One submit in the tenant's moving minute: jobs, batches and image uploads (POST /v1/assets) alike."""
+        if principal.tenant is None:
+            return
+        per_minute = principal.submits_per_minute or self.settings.submits_per_minute_per_tenant
+        item = RateLimitItemPerMinute(per_minute, namespace="zfarm-submits")
+        if not self.limiter.hit(item, principal.tenant):
+            reset = self.limiter.get_window_stats(item, principal.tenant).reset_time
+            raise HTTPException(
+                429,
+                detail=f"tenant {principal.tenant!r} is over {per_minute} submits per minute",
+                headers={"Retry-After": str(max(1, int(reset - _now())))},
             )
 
 

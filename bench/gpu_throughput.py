@@ -52,7 +52,13 @@ STATS_TAG = "zfarm-stats "
 
 @contextlib.contextmanager
 def running_farm(
-    data_dir: Path, model: str, policy: str, device: str, extra_env: dict[str, str], ready_timeout: float
+    data_dir: Path,
+    model: str,
+    policy: str,
+    device: str,
+    extra_env: dict[str, str],
+    ready_timeout: float,
+    logs: str = "logs",
 ) -> Iterator[tuple[Farm, Client, dict[str, Any]]]:
     """A farm as `zfarm up` starts it; yields it with a client and its cold-start record once a worker is ready."""
     for key in [k for k in os.environ if k.startswith("ZFARM_")]:
@@ -66,7 +72,7 @@ def running_farm(
         api_port=free_port(),
         flower_port=free_port(),
     )
-    farm = Farm(open_on_loopback(settings), log_dir=data_dir / "logs")  # as `zfarm up`: open on 127.0.0.1 only
+    farm = Farm(open_on_loopback(settings), log_dir=data_dir / logs)  # as `zfarm up`: open on 127.0.0.1 only
     started = time.time()
     try:
         farm.start()
@@ -138,11 +144,14 @@ def run_jobs(
     timeout: float,
     renditions: list[dict[str, Any]] | None = None,
     loras: Callable[[int], list[dict[str, Any]]] | None = None,
+    precision: str = "bf16",
 ) -> dict:
     """Submits n jobs at once (distinct prompts and seeds), waits for all, returns the figures. `loras(i)`: the
     LoRA adapters of job i."""
     t0 = datetime.now(UTC)
     params: dict[str, Any] = {"width": width, "height": height, "steps": steps, "guidance_scale": 0.0}
+    if precision != "bf16":
+        params["precision"] = precision
     if renditions:
         params["renditions"] = renditions
     ids = []
@@ -154,7 +163,7 @@ def run_jobs(
     size = f"{width}x{height}"
     if renditions:
         size += " + " + ", ".join(f"{r['width']}x{r['height']} {r.get('format', 'webp')}" for r in renditions)
-    figures = _figures(jobs, t0, submitted, size, steps)
+    figures = _figures(jobs, t0, submitted, size + ("" if precision == "bf16" else f" {precision}"), steps)
     if renditions:
         made = [r for j in jobs for im in j["images"] for r in im.get("renditions", [])]
         figures["renditions_made"] = len(made)
@@ -295,6 +304,49 @@ def stage_adapters(a: argparse.Namespace, client: Client, farm: Farm, size: tupl
         return {"error": f"{type(exc).__name__}: {exc}"[:1000]}
 
 
+def stage_fp8(a: argparse.Namespace, model: str, result: dict, tier: str = "fp8") -> None:
+    """The FP8 tier (jobs asking precision fp8, compatible ones batched), started twice on one data dir: the second
+    start reads the compile cache the first one wrote (DATA_DIR/compile-cache)."""
+    w, h = (int(v) for v in a.sizes.split(",")[0].split("x"))
+    env = {
+        "ZFARM_WARMUP_SIZE": str(w),
+        "ZFARM_PRECISION": tier,
+        "ZFARM_BATCH_MAX_IMAGES": str(a.fp8_batch),
+        **dict(kv.split("=", 1) for kv in a.env),
+    }
+    data = a.workdir / "farm-fp8"
+    for start, n, first in (("first", a.fp8_jobs, 20000), ("second", a.fp8_restart_jobs, 30000)):
+        if n <= 0:
+            continue
+        entry: dict[str, Any] = {"start": start}
+        result.setdefault("fp8", []).append(entry)
+        with running_farm(data, model, a.policy, a.device, env, a.ready_timeout, logs=f"logs-{start}") as (
+            farm,
+            client,
+            cold,
+        ):
+            entry["cold_start"] = cold
+            _save(a, result)
+            entry.update(run_jobs(client, n, w, h, a.steps, first, a.phase_timeout, precision=tier))
+            time.sleep(1.0)
+            entry["worker_stats"] = summarize_stats(worker_stats(farm), n)
+        _save(a, result)
+
+
+def stage_ladder(a: argparse.Namespace, model: str) -> dict:
+    out = a.workdir / "ladder.json"
+    cmd = [sys.executable, "-m", "bench.lever_ladder", "--model", model, "--steps", str(a.steps), "--out", str(out)]
+    if a.tiny:
+        cmd += ["--size", "256", "--reps", "1"]
+    # Straight to a file, not through a pipe: what it printed survives a time limit that stops it midway.
+    with (a.workdir / "ladder.log").open("w") as log:
+        proc = subprocess.run(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, timeout=a.phase_timeout)
+    if proc.returncode != 0:
+        partial = json.loads(out.read_text()) if out.is_file() else {}
+        raise RuntimeError(f"lever_ladder exited {proc.returncode} (see ladder.log; partial: {partial})")
+    return json.loads(out.read_text())
+
+
 def summarize_stats(lines: list[dict], first_phase_jobs: int) -> dict:
     ready = next((x for x in lines if x.get("ready")), {})
     calls = [x for x in lines if not x.get("ready")]
@@ -423,6 +475,19 @@ def table(result: dict) -> str:
                 f"| policy {p['policy']} ({p['size']}, {p['jobs']} jobs, cold) | {p['img_per_s']} img/s, "
                 f"peak allocated {_gib(ws.get('peak_allocated_mib'))} GiB |"
             )
+    for e in result.get("fp8", []):
+        c, ws = e.get("cold_start", {}), e.get("worker_stats", {})
+        rows.append(
+            f"| fp8 farm, {e['start']} start: {e.get('size', '')} | {e.get('img_per_s')} img/s "
+            f"({e.get('succeeded')}/{e.get('jobs')} jobs, GPU {e.get('gpu_s_per_image')} s/img, "
+            f"{ws.get('jobs_per_call_mean')} jobs per call, graphs {ws.get('graphs_at_ready')} -> "
+            f"{ws.get('graphs_at_end')}); start {c.get('cold_start_s')} s (load {c.get('load_s')}, warmup "
+            f"{c.get('warmup_s')}) |"
+        )
+    if plain and result.get("fp8") and result["fp8"][0].get("img_per_s"):
+        rows.append(f"| fp8 farm / plain | {result['fp8'][0]['img_per_s'] / plain['img_per_s']:.2f}x |")
+    if "ladder" in result:
+        rows.append(f"| lever ladder (bench.lever_ladder) | {json.dumps(result['ladder'])} |")
     if "levers" in result:
         rows.append(f"| levers, eager batch 1 (bench.levers) | {json.dumps(result['levers'])} |")
     if "model" in result:
@@ -492,6 +557,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--lora-rank", type=int, default=64, help="rank of the random adapters of the LoRA phases")
     ap.add_argument("--policy", default="full", help="memory policy of the main farm")
     ap.add_argument("--levers", action="store_true", help="also time single levers in-process (bench.levers)")
+    ap.add_argument("--ladder", action="store_true", help="issue 15's levers in-process (bench.lever_ladder)")
+    ap.add_argument("--fp8-jobs", type=int, default=0, help="jobs for a farm run with ZFARM_PRECISION=fp8 (0: none)")
+    ap.add_argument("--fp8-restart-jobs", type=int, default=0, help="jobs after restarting that farm (compile cache)")
+    ap.add_argument("--fp8-batch", type=int, default=4, help="ZFARM_BATCH_MAX_IMAGES of the fp8 farm")
     ap.add_argument("--policies", default="", help="e.g. model-offload=3,sequential-offload=1 (jobs each)")
     ap.add_argument("--policy-size", default="512")
     ap.add_argument("--env", action="append", default=[], help="ZFARM_X=value for the workers (repeatable)")
@@ -516,7 +585,7 @@ def main(argv: list[str] | None = None) -> int:
     result: dict[str, Any] = {"started": datetime.now(UTC).isoformat(timespec="seconds"), "command": command}
     result["environment"], result["tiny"] = environment(), a.tiny
     model = "tiny"
-    for name in ("model", "anchor", "farm", "levers", "policies"):
+    for name in ("model", "anchor", "farm", "fp8", "ladder", "levers", "policies"):
         t = time.perf_counter()
         try:
             if name == "model":
@@ -525,6 +594,10 @@ def main(argv: list[str] | None = None) -> int:
                 result["anchor"] = stage_anchor(a)
             elif name == "farm":
                 stage_farm(a, model, result)
+            elif name == "fp8" and (a.fp8_jobs or a.fp8_restart_jobs):
+                stage_fp8(a, model, result)
+            elif name == "ladder" and a.ladder:
+                result["ladder"] = stage_ladder(a, model)
             elif name == "levers" and a.levers:
                 result["levers"] = stage_levers(a, model)
             elif name == "policies" and a.policies:

@@ -21,7 +21,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from control.broker_inspect import _job_id
-from core.queues import direct_queue_name
+from core.queues import DEFAULT_PRECISION, direct_queue_name
 from models import Job, JobStatus, Worker, WorkerState
 from models.base import utcnow
 from models.db import transaction
@@ -34,15 +34,19 @@ DIRECT_DEPTH = 2  # ids waiting in one worker's own queue: one to run next, one 
 class Affinity:
     sessions: sessionmaker[Session]
     redis: redis.Redis
-    bulk_queue: str
+    bulk_queue: str  # the bulk queue of one precision tier; its workers' own queues are named from it
     offline_after: float = 30.0
+    precision: str = DEFAULT_PRECISION
 
     def _workers(self) -> tuple[dict[str, str | None], list[str]]:
-        """Live workers with the signature in their adapter slot, and the names of the others."""
+        """Live workers of this tier with the signature in their adapter slot, and the tier's other workers."""
         stale = utcnow() - timedelta(seconds=self.offline_after)
         with self.sessions() as s:
-            rows = s.execute(select(Worker.name, Worker.adapters, Worker.last_heartbeat, Worker.state)).all()
-        live = {n: (a or {}).get("slot") for n, a, beat, st in rows if beat >= stale and st != WorkerState.OFFLINE}
+            rows = s.execute(
+                select(Worker.name, Worker.adapters, Worker.last_heartbeat, Worker.state, Worker.precision)
+            ).all()
+        rows = [r for r in rows if (r.precision or DEFAULT_PRECISION) == self.precision]
+        live = {n: (a or {}).get("slot") for n, a, beat, st, _ in rows if beat >= stale and st != WorkerState.OFFLINE}
         return live, [name for name, *_ in rows if name not in live]
 
     def _length(self, worker: str) -> int:

@@ -10,7 +10,9 @@ the same share of the farm as a tenant with one, it keeps Redis small, and a bat
 Interactive jobs never pass through here: they go straight to their own queue, which workers read
 first (see broker_config/celeryconfig.py).
 
-Every API process runs one; a Redis lock lets one of them dispatch at a time.
+Every API process runs one; a Redis lock lets one of them dispatch at a time. Each precision tier (core/queues.py)
+has its own bulk queue, filled to its own depth from its own rows: fp8 rows never wait behind bf16 rows for a
+worker that would not take them.
 """
 
 from __future__ import annotations
@@ -23,11 +25,12 @@ from datetime import timedelta
 from typing import cast
 
 import redis
-from sqlalchemy import func, select, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from control.affinity import Affinity
 from control.enqueue import Enqueuer
+from core.queues import DEFAULT_PRECISION, PRECISIONS
 from models import Batch, Job, JobStatus, Lane, Worker, WorkerState
 from models.base import utcnow
 from models.db import transaction
@@ -47,43 +50,60 @@ class Dispatcher:
     def __post_init__(self) -> None:
         self.redis = redis.Redis.from_url(self.redis_url)
         self.queue = self.enqueuer.queues[Lane.BULK]
-        # Jobs with LoRA adapters go to a worker that holds them (control/affinity.py).
-        self.affinity = Affinity(self.sessions, self.redis, self.queue, self.offline_after)
+        # Jobs with LoRA adapters go to a worker of their tier that holds them (control/affinity.py).
+        self.affinities: dict[str, Affinity] = {
+            p: Affinity(self.sessions, self.redis, self.enqueuer.queue_for(Lane.BULK, p), self.offline_after, p)
+            for p in PRECISIONS
+        }
 
     def top_up(self) -> int:
-        """One round: returns how many ids it sent."""
-        lock = self.redis.lock(f"zfarm:dispatcher:{self.queue}", timeout=30, blocking=False)
+        """One round for each precision tier (each has its own bulk queue and workers): how many ids it sent."""
+        return sum(self._top_up(precision) for precision in PRECISIONS)
+
+    def _top_up(self, precision: str) -> int:
+        queue = self.enqueuer.queue_for(Lane.BULK, precision)
+        lock = self.redis.lock(f"zfarm:dispatcher:{queue}", timeout=30, blocking=False)
         if not lock.acquire(blocking=False):
             return 0  # another API process is dispatching right now
         try:
             # Messages without a priority sit in the plain list; the farm never sets one.
-            self.affinity.drain_offline()
-            waiting = int(cast(int, self.redis.llen(self.queue))) + self.affinity.waiting()
-            missing = self.target_depth() - waiting
-            return self._dispatch(missing) if missing > 0 else 0
+            affinity = self.affinities[precision]
+            affinity.drain_offline()
+            waiting = int(cast(int, self.redis.llen(queue))) + affinity.waiting()
+            missing = self.target_depth(precision) - waiting
+            return self._dispatch(missing, precision) if missing > 0 else 0
         finally:
             try:
                 lock.release()
             except redis.exceptions.LockError:
                 log.warning("dispatcher lock expired before its round ended")
 
-    def target_depth(self) -> int:
+    def target_depth(self, precision: str = DEFAULT_PRECISION) -> int:
         if self.depth is not None:
             return self.depth
         stale = utcnow() - timedelta(seconds=self.offline_after)
+        # A worker that has not said its precision yet (an older row) runs the default one.
+        tier = Worker.precision == precision
+        if precision == DEFAULT_PRECISION:
+            tier = or_(tier, Worker.precision.is_(None))
         with self.sessions() as s:
             live = s.scalar(
                 select(func.count())
                 .select_from(Worker)
-                .where(Worker.last_heartbeat >= stale, Worker.state != WorkerState.OFFLINE)
+                .where(Worker.last_heartbeat >= stale, Worker.state != WorkerState.OFFLINE, tier)
             )
         return max(MIN_DEPTH, 2 * int(live or 0))
 
-    def _dispatch(self, count: int) -> int:
+    def _dispatch(self, count: int, precision: str = DEFAULT_PRECISION) -> int:
         with self.sessions() as s:
             waiting = (
                 select(Job.batch_id)
-                .where(Job.lane == Lane.BULK, Job.status == JobStatus.QUEUED, Job.enqueued_at.is_(None))
+                .where(
+                    Job.lane == Lane.BULK,
+                    Job.status == JobStatus.QUEUED,
+                    Job.enqueued_at.is_(None),
+                    Job.precision == precision,
+                )
                 .distinct()
             )
             rows = s.execute(
@@ -93,13 +113,15 @@ class Dispatcher:
             ).all()
             order = [batch_id for batch_id, _ in rows]
             tenant_of = {batch_id: tenant or "" for batch_id, tenant in rows}
-            heads = {batch_id: self._next_ids(s, batch_id, count) for batch_id in order}
+            heads = {batch_id: self._next_ids(s, batch_id, count, precision) for batch_id in order}
         picks, served = take_turns(order, heads, count, tenant_of)
         if not picks:
             return 0
-        sent = []
-        for queue, ids in self.affinity.route(picks).items():
-            sent.extend(self.enqueuer.send(ids, Lane.BULK, queue=queue))
+        affinity = self.affinities[precision]
+        sent: list[str] = []
+        for queue, ids in affinity.route(picks).items():
+            own = None if queue == affinity.bulk_queue else queue  # a worker's own queue, else the tier's
+            sent.extend(self.enqueuer.send(ids, Lane.BULK, queue=own))
         # The batch served last in this round goes last in the next one.
         now = utcnow()
         last_turn = {batch_id: position for position, batch_id in enumerate(served)}
@@ -113,11 +135,16 @@ class Dispatcher:
         return len(sent)
 
     @staticmethod
-    def _next_ids(s: Session, batch_id: str, count: int) -> list[str]:
+    def _next_ids(s: Session, batch_id: str, count: int, precision: str = DEFAULT_PRECISION) -> list[str]:
         return list(
             s.scalars(
                 select(Job.id)
-                .where(Job.batch_id == batch_id, Job.status == JobStatus.QUEUED, Job.enqueued_at.is_(None))
+                .where(
+                    Job.batch_id == batch_id,
+                    Job.status == JobStatus.QUEUED,
+                    Job.enqueued_at.is_(None),
+                    Job.precision == precision,
+                )
                 .order_by(Job.row_number)
                 .limit(count)
             )

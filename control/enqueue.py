@@ -1,4 +1,4 @@
-"""Sending job ids to Redis, after their rows are committed: one producer, pipelined, per lane."""
+"""Sending job ids to Redis, after their rows are committed: one producer, pipelined, per lane and precision."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from broker_config.task_names import RENDER_JOB
-from core.queues import bulk_queue_name
+from core.queues import DEFAULT_PRECISION, bulk_queue_name, precision_queue
 from models import Job, Lane
 from models.base import utcnow
 from models.db import transaction
@@ -27,12 +27,37 @@ PIPELINE = 500
 class Enqueuer:
     def __init__(self, celery: Celery, sessions: sessionmaker[Session], queue: str) -> None:
         self.celery, self.sessions, self.queue = celery, sessions, queue
-        self.queues = {Lane.INTERACTIVE: queue, Lane.BULK: bulk_queue_name(queue)}
+        self.queues = {Lane.INTERACTIVE: queue, Lane.BULK: bulk_queue_name(queue)}  # the bf16 tier's
+
+    def queue_for(self, lane: Lane, precision: str) -> str:
+        interactive = precision_queue(self.queue, precision)
+        return interactive if lane == Lane.INTERACTIVE else bulk_queue_name(interactive)
 
     def send(self, job_ids: Iterable[str], lane: Lane = Lane.INTERACTIVE, queue: str | None = None) -> list[str]:
-        """Sends each id to its lane's queue (or `queue`: a worker's own); returns those sent. Unsent rows keep
-        enqueued_at unset."""
-        ids, sent = list(job_ids), []
+        """Sends each id to its lane's queue of its precision (or to `queue`: a worker's own, control/affinity.py);
+        returns those sent. Unsent rows keep enqueued_at unset."""
+        ids = list(job_ids)
+        sent: list[str] = []
+        if queue is not None:
+            sent = self._send(ids, queue)
+        else:
+            tiers: dict[str, str] = {}
+            with self.sessions() as s:
+                for i in range(0, len(ids), PIPELINE):
+                    chunk = ids[i : i + PIPELINE]
+                    tiers.update(s.execute(select(Job.id, Job.precision).where(Job.id.in_(chunk))).tuples().all())
+            for precision in sorted(set(tiers.values()) | {DEFAULT_PRECISION}):
+                group = [i for i in ids if tiers.get(i, DEFAULT_PRECISION) == precision]
+                if group:
+                    sent.extend(self._send(group, self.queue_for(lane, precision)))
+        if sent:
+            with transaction(self.sessions) as s:
+                for i in range(0, len(sent), PIPELINE):
+                    s.execute(update(Job).where(Job.id.in_(sent[i : i + PIPELINE])).values(enqueued_at=utcnow()))
+        return sent
+
+    def _send(self, ids: list[str], queue: str) -> list[str]:
+        sent: list[str] = []
         try:
             with self.celery.producer_or_acquire() as producer:
                 for i in range(0, len(ids), PIPELINE):
@@ -42,7 +67,7 @@ class Enqueuer:
                             self.celery.send_task(
                                 RENDER_JOB,
                                 args=[job_id],
-                                queue=queue or self.queues[lane],
+                                queue=queue,
                                 producer=producer,
                                 retry=True,
                                 retry_policy=_RETRY,
@@ -50,10 +75,6 @@ class Enqueuer:
                     sent.extend(chunk)  # the pipeline ran when its block closed without an error
         except (BrokerError, BatchPublishError, OSError) as exc:
             log.warning("broker unavailable, %d of %d job(s) left unsent: %s", len(ids) - len(sent), len(ids), exc)
-        if sent:
-            with transaction(self.sessions) as s:
-                for i in range(0, len(sent), PIPELINE):
-                    s.execute(update(Job).where(Job.id.in_(sent[i : i + PIPELINE])).values(enqueued_at=utcnow()))
         return sent
 
     def resend(self, job_ids: Iterable[str]) -> list[str]:

@@ -15,7 +15,7 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from core.presets import PRESET_NAME, SHIPPED, Preset
-from core.queues import bulk_queue_name
+from core.queues import Precision, bulk_queue_name, precision_queue
 from core.webhook_targets import IPNetwork, parse_networks
 
 MemoryPolicy = Literal["auto", "full", "model-offload", "sequential-offload"]
@@ -58,6 +58,14 @@ class FarmSettings(BaseSettings):
     # depend on what it was batched with; the gain measured with compiled blocks was 4-5 % at 1024x1024.
     batch_max_images: int = Field(1, ge=1, le=64)
     batch_max_pixels: int = Field(4 * 1024 * 1024, ge=256 * 256)
+    # Issue 15. bf16: the exact tier (same seed, same bytes). fp8: the main DiT blocks' linear layers in FP8 with
+    # rowwise scales (worker/precision.py), faster and not exact; such a worker takes only jobs that ask for fp8.
+    precision: Precision = "bf16"
+    # Stacked q/k/v and w1/w3 projections and real-valued RoPE in the DiT blocks (worker/fusion.py); auto = with
+    # compile. Off for LoRA adapters that target to_q/to_k/to_v or w1/w3 by name.
+    fuse: CompileMode = "auto"
+    # Compiled kernels kept in DATA_DIR/compile-cache: a second start loads them instead of compiling again.
+    compile_cache: bool = True
     # Threads that encode, store and record finished jobs while the GPU renders the next; 0 = inline.
     finish_threads: int = Field(2, ge=0, le=16)
 
@@ -100,6 +108,8 @@ class FarmSettings(BaseSettings):
     # holding a thread, so one tenant's slow receiver cannot delay another tenant's webhooks.
     webhook_tenant_concurrency: int = Field(2, ge=1, le=1000)
     max_upload_bytes: int = Field(64 * 1024 * 1024, ge=1024)
+    # Input images (issue 12): the pixels an uploaded image may declare, checked before a pixel is decoded.
+    max_asset_pixels: int = Field(25_000_000, ge=256 * 256, le=200_000_000)
 
     # Catalog campaigns (batches).
     presets: dict[str, Preset] = Field(default_factory=dict)  # JSON; added to the shipped ones, same name wins
@@ -155,6 +165,12 @@ class FarmSettings(BaseSettings):
     def bulk_queue(self) -> str:
         return bulk_queue_name(self.queue)
 
+    @property
+    def worker_queues(self) -> tuple[str, str]:
+        """What a worker of this precision reads: its tier's interactive queue first, then its bulk queue."""
+        interactive = precision_queue(self.queue, self.precision)
+        return interactive, bulk_queue_name(interactive)
+
     @field_validator("webhook_allow_networks")
     @classmethod
     def _networks(cls, value: str | None) -> str | None:
@@ -191,6 +207,10 @@ class FarmSettings(BaseSettings):
     @property
     def lora_cache_dir(self) -> Path:
         return (self.data_dir / "lora-cache").resolve()
+
+    @property
+    def compile_cache_dir(self) -> Path | None:
+        return (self.data_dir / "compile-cache").resolve() if self.compile_cache else None
 
     @property
     def models_dir(self) -> Path:

@@ -34,6 +34,13 @@ def lora_key(sha256: str) -> str:
     return f"loras/{sha256[:2]}/{sha256}.safetensors"
 
 
+def asset_key(asset_id: str) -> str:
+    """An uploaded input image, stored normalized as PNG: the key comes from the asset id, never the file name."""
+    if not re.fullmatch(r"[0-9a-f]{32}", asset_id):
+        raise ValueError(f"asset_id must be 32 lowercase hex characters (got {asset_id!r})")
+    return f"assets/{asset_id[:2]}/{asset_id}.png"
+
+
 class Storage(Protocol):
     def put(self, key: str, data: bytes) -> None: ...
     def open(self, key: str) -> BinaryIO: ...

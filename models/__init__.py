@@ -1,6 +1,7 @@
 """SQLAlchemy models and session helpers; imports nothing else of zfarm's."""
 
 from models.api_keys import ApiKey
+from models.assets import Asset
 from models.base import Base
 from models.batches import Batch, PromptTemplate
 from models.db import make_engine, make_session_factory
@@ -12,6 +13,7 @@ from models.workers import Worker, WorkerState
 
 __all__ = [
     "ApiKey",
+    "Asset",
     "Base",
     "Batch",
     "DeliveryState",

@@ -19,6 +19,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
+from models.assets import Asset
 from models.base import Base, new_id, utcnow
 from models.statuses import JobStatus
 from models.types import StatusType, UTCDateTime
@@ -58,6 +59,8 @@ class Job(Base):
     output_format: Mapped[str] = mapped_column(String(8), default="png")
     quality: Mapped[int] = mapped_column(Integer, default=95)
     truncate_prompt: Mapped[bool] = mapped_column(default=False, server_default=false())
+    # bf16 (exact) or fp8 (faster, not exact): only workers running this precision take the job (core/queues.py).
+    precision: Mapped[str] = mapped_column(String(8), default="bf16", server_default="bf16")
     # Extra outputs made on the worker's CPU from each rendered image (api.schemas.Rendition, as dicts).
     renditions: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON, default=None)
     # LoRA adapters (models/loras.py), resolved at submission: name, sha256, scale, trigger_words, rank.
@@ -65,6 +68,12 @@ class Job(Base):
     # Their signature (models.loras.signature): jobs render together only with equal signatures.
     adapters: Mapped[str | None] = mapped_column(String(300), default=None)
     add_trigger_words: Mapped[bool] = mapped_column(default=False, server_default=false())
+    # Image inputs (issue 12): `text` renders from the prompt alone; img2img, inpaint and place start from assets.
+    mode: Mapped[str] = mapped_column(String(16), default="text", server_default="text")
+    image_asset_id: Mapped[str | None] = mapped_column(ForeignKey("assets.id"), default=None)
+    mask_asset_id: Mapped[str | None] = mapped_column(ForeignKey("assets.id"), default=None)
+    # strength, mask_blur, mask_grow, placement: as resolved at submission (defaults applied)
+    mode_parameters: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
 
     # catalog campaigns: which batch and row, how it is queued, and what makes it the same as another job
     batch_id: Mapped[str | None] = mapped_column(ForeignKey("batches.id"), default=None)
@@ -110,6 +119,8 @@ class Job(Base):
         cascade="all, delete-orphan",
         lazy="selectin",
     )
+    image_asset: Mapped[Asset | None] = relationship(foreign_keys=[image_asset_id], lazy="selectin")
+    mask_asset: Mapped[Asset | None] = relationship(foreign_keys=[mask_asset_id], lazy="selectin")
     webhook: Mapped[WebhookDelivery | None] = relationship(
         back_populates="job", cascade="all, delete-orphan", lazy="selectin"
     )

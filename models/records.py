@@ -40,6 +40,8 @@ def parameters(job: Job) -> dict[str, Any]:
         "renditions": job.renditions or [],
         "loras": [{"name": lora["name"], "scale": lora["scale"]} for lora in job.loras or []],
         "add_trigger_words": job.add_trigger_words,
+        "mode": job.mode,
+        **(job.mode_parameters or {}),  # strength, mask_blur, mask_grow, placement: as the job runs them
     }
 
 
@@ -95,6 +97,9 @@ def job_record(job: Job, base_url: str) -> dict[str, Any]:
         "loras": [{k: lora[k] for k in ("name", "scale", "sha256")} for lora in job.loras or []],
         "content_hash": job.content_hash,
         "reused_from": job.reused_from,
+        "precision": job.precision,
+        "mode": job.mode,
+        "inputs": input_records(job, base_url),
     }
 
 
@@ -133,4 +138,27 @@ def _file(row: Any, url: str) -> dict[str, Any]:
         "sha256": row.sha256,
         "bytes": row.bytes,
         "url": url,
+    }
+
+
+def asset_path(asset_id: str) -> str:
+    """`/v1/assets/ID/content`: an input image's stored bytes (api/routes/assets.py)."""
+    return f"/v1/assets/{asset_id}/content"
+
+
+def input_records(job: Job, base_url: str) -> dict[str, dict[str, Any]]:
+    """The images a job starts from (image, mask): what its record, webhook and manifest name."""
+    base = base_url.rstrip("/")
+    roles = (("image", job.image_asset), ("mask", job.mask_asset))
+    return {
+        role: {
+            "id": asset.id,
+            "sha256": asset.sha256,
+            "width": asset.width,
+            "height": asset.height,
+            "has_alpha": asset.has_alpha,
+            "url": base + asset_path(asset.id),
+        }
+        for role, asset in roles
+        if asset is not None
     }

@@ -82,6 +82,19 @@ def test_rendition_option_reads_name_size_format_quality_and_fit() -> None:
             parse_renditions((bad,))
 
 
+def test_image_options_make_the_request_fields() -> None:
+    from zfarm.cli.client_commands import parse_renditions
+    from zfarm.cli.image_options import mode_fields
+
+    assert parse_renditions(("main=2000x2000:jpeg:white:fill=0.85",)) == [
+        {"name": "main", "width": 2000, "height": 2000, "format": "jpeg", "background": "white", "fill": 0.85}
+    ]
+    params = {"mode": "place", "strength": None, "mask_blur": None, "mask_grow": 4, "fit": 0.6, "anchor": None}
+    params.update(offset_x=-10, offset_y=None, prompt="kept")
+    assert mode_fields(params) == {"mode": "place", "mask_grow": 4, "placement": {"fit": 0.6, "offset_x": -10}}
+    assert params == {"prompt": "kept"}  # the mode options are taken out of the command's parameters
+
+
 def test_every_deferred_import_in_the_cli_resolves() -> None:
     # Server commands import their part of the farm when they run (the API process must not import torch);
     # --help never runs them, so a renamed module would only show when the command starts. Check each here.

@@ -12,6 +12,7 @@ from pydantic import BaseModel
 
 from api.batch_schemas import BatchCreated as BatchCreatedOut
 from api.batch_schemas import BatchOut
+from api.image_schemas import AssetOut, InputOut
 from api.schemas import (
     ImageOut,
     JobLora,
@@ -42,6 +43,8 @@ REPO = Path(__file__).resolve().parents[1]
         (types.Lora, LoraOut),
         (types.JobLora, JobLora),
         (types.WorkerAdapter, WorkerAdapter),
+        (types.Asset, AssetOut),
+        (types.Input, InputOut),
     ],
     ids=lambda x: x.__name__,
 )

@@ -1,4 +1,5 @@
-"""Regional `torch.compile` of the DiT blocks, and the counters the benchmark reads (compiled graphs, VRAM).
+"""Regional `torch.compile` of the DiT blocks, the compiled VAE decoder, the persistent compile cache, and the
+counters the benchmark reads (compiled graphs, VRAM).
 
 The 30 main blocks and 4 refiner blocks of the Z-Image DiT share one class: compiling that class's forward once
 (`compile_repeated_blocks`) gives most of a whole-model compile's gain for a fraction of its compile time
@@ -12,9 +13,12 @@ counter that shows it.
 from __future__ import annotations
 
 import logging
+import os
+from pathlib import Path
 from typing import Any
 
 import torch
+import torch._inductor.config
 from diffusers import ZImagePipeline
 from torch._dynamo.utils import counters
 
@@ -48,12 +52,39 @@ def compile_blocks(pipe: ZImagePipeline, backend: str) -> None:
     pipe.transformer.compile_repeated_blocks(fullgraph=True, dynamic=True, backend=backend)
 
 
+def compile_vae_decoder(pipe: ZImagePipeline, backend: str) -> None:
+    """The VAE decoder compiled, channels_last: 0.087 -> 0.031 s per 1024x1024 decode on an H200 (anchors.md).
+
+    Dynamic shapes from the first call: one graph for every image size (cuDNN runs the convolutions either way;
+    what compiling fuses is the GroupNorm + SiLU chains between them), so a new size never compiles in a job.
+    """
+    pipe.vae.to(memory_format=torch.channels_last)
+    pipe.vae.decoder.compile(backend=backend, dynamic=True)
+
+
+def use_compile_cache(directory: Path) -> None:
+    """Inductor's and Triton's caches in the data dir: a second start loads kernels instead of compiling them.
+
+    Read by torch when it compiles, so this must run before the first compile of the process. Dynamo still
+    traces at start (seconds); the minutes of kernel compilation and autotuning are what the cache saves.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(directory / "inductor"))
+    os.environ.setdefault("TRITON_CACHE_DIR", str(directory / "triton"))
+    inductor = torch._inductor.config
+    inductor.fx_graph_cache = True
+    if hasattr(inductor, "autotune_local_cache"):
+        inductor.autotune_local_cache = True
+
+
 def uncompile_blocks(pipe: ZImagePipeline) -> None:
-    """Back to eager after a failed compile: the farm runs slower rather than not at all."""
+    """Back to eager after a failed compile (blocks and VAE): slower rather than not at all."""
     names = set(getattr(pipe.transformer, "_repeated_blocks", ()))
     for module in pipe.transformer.modules():
         if type(module).__name__ in names:
             module._compiled_call_impl = None
+    for module in pipe.vae.modules():
+        module._compiled_call_impl = None
     torch._dynamo.reset()
 
 

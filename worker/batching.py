@@ -54,8 +54,10 @@ def claim_companions(
                 Job.height == leader.height,
                 Job.steps == leader.steps,
                 Job.guidance_scale == leader.guidance_scale,
+                Job.precision == leader.extra.get("precision", "bf16"),  # this worker's tier (its jobs' too)
                 Job.cancel_requested.is_(False),
                 Job.attempts == 0,  # only fresh jobs: one retried after a crash runs alone
+                Job.mode == "text",  # image jobs render alone (their inputs are their own)
                 Job.num_images <= budget,
                 Job.id != leader_id,
             )

@@ -14,7 +14,6 @@ import re
 import signal
 import time
 
-import numpy as np
 import torch
 
 _MARKER = re.compile(r"\[\[fault:([a-z-]+)\]\]")
@@ -44,7 +43,7 @@ def before_render(fault: str | None, try_index: int) -> None:
             time.sleep(0.1)
 
 
-def corrupt_output(fault: str | None, try_index: int, arrays: np.ndarray) -> np.ndarray:
+def corrupt_output(fault: str | None, try_index: int, pixels: torch.Tensor) -> torch.Tensor:
     if fault == "nan" or (fault == "nan-once" and try_index == 0):
-        return np.full_like(arrays, np.nan)
-    return arrays
+        return torch.full_like(pixels, float("nan"))
+    return pixels

@@ -28,6 +28,7 @@ from models.loras import lora_parameters, prompt_with_triggers
 from models.statuses import FINAL_STATUSES
 from worker.batching import batch_limit, claim_companions, split_seconds
 from worker.finishing import Finisher
+from worker.image_inputs import InputError, input_spec, with_inputs
 from worker.images import encode_image
 from worker.progress import report_progress
 from worker.recovery import render_many_with_recovery
@@ -67,6 +68,10 @@ def run_job(job_id: str, ctx: JobContext) -> Outcome:
         return claimed
     if (too_long := _over_token_window(claimed, ctx)) is not None:
         return finish_without_images(job_id, ctx, JobStatus.FAILED, too_long)
+    try:
+        claimed = with_inputs(claimed, ctx.storage)  # image modes: read from storage, never a client's URL
+    except InputError as exc:
+        return finish_without_images(job_id, ctx, JobStatus.FAILED, f"InputError: {exc}")
     if claimed.extra.get("attempt", 1) > 1:
         # A retry may be what crashed the last process: the previous jobs' images are stored before it runs,
         # so a second crash does not cost them an attempt too.
@@ -94,6 +99,8 @@ def run_job(job_id: str, ctx: JobContext) -> Outcome:
 def _companions(job_id: str, leader: RenderRequest, ctx: JobContext) -> list[tuple[str, RenderRequest]]:
     if leader.extra.get("attempt", 1) > 1:
         return []  # a job retried after a crash runs alone: a poison job must not take its batch-mates down again
+    if leader.inputs is not None:
+        return []  # an image job renders alone: its inputs are its own (worker/image_render.py)
     limit = batch_limit(leader, ctx.batch_max_images, ctx.batch_max_pixels)
     chosen = []
     for one, req in claim_companions(job_id, leader, ctx.sessions, limit, lambda other: _claim(other, ctx)):
@@ -184,6 +191,13 @@ def claim_job(job_id: str, ctx: JobContext) -> RenderRequest | Outcome:
             return Outcome.SKIPPED  # a duplicate delivery while a live worker runs it
         if job.status == JobStatus.RUNNING and job_id in ctx.in_flight:
             return Outcome.SKIPPED  # rendered here (in a batch) and being stored by a finisher thread
+        if job.precision != ctx.runtime.precision:
+            # Misrouted (e.g. a worker restarted with another precision): left queued; the reconciler sees its
+            # message gone and sends it again, to its own tier's queue.
+            log.warning(
+                "job %s asks for %s, this worker runs %s: not taken", job_id, job.precision, ctx.runtime.precision
+            )
+            return Outcome.SKIPPED
         if job.cancel_requested:
             ended = lifecycle.cancel(s, Job.id == job.id, Job.status == job.status, error="canceled before it ran")
             return Outcome.CANCELED if ended else Outcome.SKIPPED
@@ -223,6 +237,8 @@ def claim_job(job_id: str, ctx: JobContext) -> RenderRequest | Outcome:
                 "renditions": job.renditions or [],
                 "loras": job.loras or [],
                 "attempt": job.attempts + 1,
+                "precision": job.precision,
+                "inputs": input_spec(job),
             },
         )
 
@@ -305,6 +321,8 @@ def generation_parameters(req: RenderRequest, seed: int, ctx: JobContext) -> dic
         "model_revision": src.revision if src else None,
         "test_model_noise": ctx.runtime.is_test_model,
         **lora_parameters(req.extra.get("loras")),
+        "precision": ctx.runtime.precision,
+        **(req.inputs.described if req.inputs is not None else {}),
     }
 
 
@@ -319,8 +337,10 @@ def store_results(
         outputs = [("", image, fmt, quality, params)]
         for spec in specs:
             # Made here, on the CPU, from the same render: the GPU is already rendering the next job.
-            made = make_rendition(image, spec)
+            made = make_rendition(image, spec, cutout=req.inputs.cutout if req.inputs is not None else None)
             described = {**params, "rendition": spec["name"], "rendition_fit": spec.get("fit", "cover")}
+            if spec.get("background"):  # a main image: the cutout on white, not a resize of this render
+                described.update(rendition_background=spec["background"], rendition_fill=spec["fill"])
             outputs.append((spec["name"], made, spec["format"], int(spec["quality"]), described))
         for name, picture, out_fmt, out_quality, meta in outputs:
             encoded = encode_image(picture, out_fmt, out_quality, meta)

@@ -64,4 +64,7 @@ def load_pipeline(source: ModelSource, dtype: torch.dtype) -> ZImagePipeline:
             "runs the random test model"
         ) from exc
     pipe.set_progress_bar_config(disable=True)
+    # The text encoder reads each prompt once: a KV cache (transformers builds one by default) is pure overhead.
+    if hasattr(pipe.text_encoder, "config"):
+        pipe.text_encoder.config.use_cache = False
     return pipe

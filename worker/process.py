@@ -45,9 +45,14 @@ def start_worker_process(settings: FarmSettings, name: str) -> JobContext:
         encode_unpadded=settings.encode_unpadded,
         batch_max_images=settings.batch_max_images,
         adapters=adapter_library(settings, storage, partial(record_adapters, sessions, name)),
+        precision=settings.precision,
+        fuse_mode=settings.fuse,
+        compile_cache_dir=settings.compile_cache_dir,
     )
     if settings.fault_injection:
         log.warning("%s: FAULT INJECTION IS ON (ZFARM_FAULT_INJECTION=1): prompt markers can kill this worker", name)
+    # A tier this machine cannot run stops here, before the worker row says it runs it (`zfarm worker` checks too).
+    runtime.check_precision()
     register(sessions, name, runtime)
     # The beat carries the adapters it holds too: a row update missed at a switch is mended within a beat.
     Heartbeat(
@@ -118,6 +123,7 @@ def register(sessions: sessionmaker[Session], name: str, runtime: Runtime) -> No
         )
         row.model_id, row.memory_policy = runtime.model, runtime.requested_policy
         row.adapters = None  # a new process holds no adapters yet (worker/adapters.py reports what it loads)
+        row.precision = runtime.precision
         s.add(row)
         # A process that just started runs nothing: jobs still marked running under this name were cut off
         # with the process before it (kill -9 of the whole worker). Back to the queue; the reconciler sends them.

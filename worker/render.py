@@ -4,16 +4,18 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import torch
 from diffusers import ZImagePipeline
 from PIL import Image as PILImage
 
+from worker.pixels import RenderError, guard_output, to_pil
 
-class RenderError(RuntimeError):
-    """A render that finished but produced unusable output (NaN or all black)."""
+if TYPE_CHECKING:
+    from worker.image_inputs import ImageInputs
+
+__all__ = ["RenderCanceled", "RenderError", "RenderRequest", "guard_output", "render", "render_many"]
 
 
 class RenderCanceled(Exception):
@@ -30,6 +32,8 @@ class RenderRequest:
     seeds: list[int]
     negative_prompt: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    # Image modes (img2img, inpaint, place): the inputs read from storage; None renders from text alone.
+    inputs: ImageInputs | None = None
 
     @property
     def num_images(self) -> int:
@@ -37,7 +41,7 @@ class RenderRequest:
 
 
 StepCallback = Callable[[int, int], None]
-OutputHook = Callable[[np.ndarray], np.ndarray]
+OutputHook = Callable[[torch.Tensor], torch.Tensor]
 # Encodes a list of prompts into one embedding tensor each (worker/text_encoding.py), or None for the pipeline's own.
 PromptEncoder = Callable[[list[str]], list[torch.Tensor]]
 
@@ -91,15 +95,15 @@ def render_many(
         num_inference_steps=first.steps,
         guidance_scale=first.guidance_scale,
         generator=generators,
-        output_type="np",
+        output_type="pt",
         callback_on_step_end=_callback,
     )
-    # 4. Check before converting: the PIL conversion would turn NaN into a black image silently.
-    arrays = np.asarray(output.images)
+    # 4. Check before converting (the 8-bit conversion would turn NaN into a black image silently), on the device.
+    pixels = output.images
     if output_hook is not None:
-        arrays = output_hook(arrays)
-    guard_output(arrays)
-    images = pipe.numpy_to_pil(arrays)
+        pixels = output_hook(pixels)
+    guard_output(pixels)
+    images = to_pil(pixels)
     out, start = [], 0
     for r in reqs:
         out.append(images[start : start + r.num_images])
@@ -116,11 +120,3 @@ def _encode_unique(encode: PromptEncoder, prompts: list[str]) -> list[torch.Tens
     unique = list(dict.fromkeys(prompts))
     embeds = dict(zip(unique, encode(unique), strict=True))
     return [embeds[p] for p in prompts]
-
-
-def guard_output(arrays: np.ndarray) -> None:
-    if not np.isfinite(arrays).all():
-        raise RenderError("the pipeline produced NaN or infinite pixels")
-    for i, arr in enumerate(arrays):
-        if float(arr.max()) < 1.0 / 255.0:
-            raise RenderError(f"image {i} is all black")

@@ -7,6 +7,7 @@ import logging
 import platform
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,8 @@ import diffusers
 import torch
 import transformers
 
-from worker import acceleration, faults, memory
+from worker import acceleration, faults, fusion, memory, precision
+from worker.image_render import ImagePipelines, render_from_image
 from worker.loading import ModelSource, load_pipeline, resolve_source
 from worker.render import PromptEncoder, RenderRequest, StepCallback, render_many
 from worker.text_encoding import can_encode_unpadded, encode_prompts
@@ -50,6 +52,16 @@ class Runtime:
     encode_unpadded: bool = False
     batch_max_images: int = 1
     warm_sizes: tuple[tuple[int, int], ...] = acceleration.PRESET_SIZES
+    # Issue 15: bf16 (exact tier) or fp8 (worker/precision.py); fused projections and real RoPE (worker/fusion.py);
+    # where compiled kernels are kept between starts (None: not kept). With compile on, the VAE decoder is compiled
+    # too (`compile_parts`; the lever benchmark turns it off). The text encoder is not compiled: transformers'
+    # hidden-state capture breaks its layers' graphs, and it was never measured on a GPU compiled.
+    precision: str = "bf16"
+    fuse_mode: str = "off"  # auto: on whenever the blocks are compiled (its gain is kernel fusion by Inductor)
+    fused: bool = False
+    compile_cache_dir: Path | None = None
+    compile_parts: tuple[str, ...] = ("blocks", "vae")
+    fp8_layers: int = 0
     compiled: bool = False
     compile_error: str | None = None
     source: ModelSource | None = None
@@ -59,6 +71,7 @@ class Runtime:
     warmup_seconds: float = 0.0
     fault_injection: bool = False
     pipe: Any = field(default=None, repr=False)  # a ZImagePipeline once loaded
+    image_pipes: ImagePipelines = field(default=None, repr=False)  # type: ignore[assignment]  # set by load()
     base_policy: str = "full"
     relief: list[str] = field(default_factory=list)
     # LoRA adapters (worker/adapters.py): the pipeline's adapter slot, its caches; None when adapters are off.
@@ -71,20 +84,75 @@ class Runtime:
         # bf16 on GPUs (the checkpoint's dtype); float32 on CPUs, where bf16 matmuls are slow.
         dtype = torch.bfloat16 if self.device == "cuda" else torch.float32
         self.policy = memory.choose_policy(self.requested_policy, self.device)
+        self._check_precision(self.device, self.policy)
         pipe = load_pipeline(self.source, dtype)
+        compile_on = acceleration.should_compile(self.compile_mode, self.device, self.policy)
+        fuse = self.fuse_mode == "on" or (self.fuse_mode == "auto" and compile_on)
         if self.adapters is not None:
-            self.adapters.install(pipe, self.device, dtype)  # before compiling: adapter switches then compile nothing
+            fuse = self._adapter_slot(pipe, dtype, fuse)
+        if fuse:
+            fusion.fuse_transformer(pipe.transformer)  # before the weights move: no second copy on the card
+            self.fused = True
+        # The image pipelines share these modules, so FP8, compile and the policy below apply to them too.
+        self.image_pipes = ImagePipelines.sharing(pipe)  # before the policy: see ImagePipelines.sharing
         memory.apply_policy(pipe, self.policy, self.device)
         self.base_policy = self.policy
         self.pipe = pipe
-        if acceleration.should_compile(self.compile_mode, self.device, self.policy):
-            try:
-                acceleration.compile_blocks(pipe, self.compile_backend)
-                self.compiled = True
-            except Exception as exc:  # e.g. an unknown backend: run eagerly rather than not at all
-                log.exception("compiling the DiT blocks failed; running them eagerly")
-                self.compile_error = f"{type(exc).__name__}: {exc}"[:500]
+        if self.precision == "fp8":
+            self.fp8_layers = precision.quantize_fp8(pipe.transformer)
+        if compile_on:
+            self._compile(pipe)
         self.load_seconds = time.perf_counter() - started
+
+    def _adapter_slot(self, pipe: Any, dtype: torch.dtype, fuse: bool) -> bool:
+        """The LoRA adapter slot (worker/adapters.py), before fusing and compiling; says whether to fuse still.
+
+        The slot wraps to_q/to_k/to_v and w1/w3, which fusion replaces by stacked matrices: with the slot the blocks
+        stay unfused (ZFARM_FUSE=auto), and ZFARM_FUSE=on is refused. The fp8 tier's quantized layers hold no slot.
+        """
+        if self.precision != "bf16":
+            log.warning("LoRA adapters render on the bf16 tier only: no adapter slot on this %s worker", self.precision)
+            self.adapters = None
+            return fuse
+        if self.fuse_mode == "on":
+            raise RuntimeError(
+                "ZFARM_FUSE=on stacks the q/k/v and w1/w3 projections that LoRA adapters change: set ZFARM_FUSE=auto "
+                "(no fusion while adapters are on) or ZFARM_LORA_SLOT_RANK=0 (no adapters)"
+            )
+        self.adapters.install(pipe, self.device, dtype)  # before compiling: adapter switches then compile nothing
+        return False
+
+    def check_precision(self) -> None:
+        """Raises PrecisionUnavailable when this machine cannot run the precision asked for (before any loading)."""
+        if self.precision != "bf16":
+            device = pick_device(self.requested_device)
+            self._check_precision(device, memory.choose_policy(self.requested_policy, device))
+
+    def _check_precision(self, device: str, policy: str) -> None:
+        if self.precision not in precision.PRECISIONS:
+            raise precision.PrecisionUnavailable(f"precision must be one of bf16, fp8 (got {self.precision!r})")
+        if self.precision == "bf16":
+            return
+        capability = torch.cuda.get_device_capability() if device == "cuda" else None
+        problem = precision.fp8_problem(device, capability)
+        if problem is None and policy != "full":
+            problem = f"ZFARM_PRECISION=fp8 runs under the memory policy full only (this card got {policy})"
+        if problem is not None:
+            raise precision.PrecisionUnavailable(problem)
+
+    def _compile(self, pipe: object) -> None:
+        if self.compile_cache_dir is not None:
+            acceleration.use_compile_cache(self.compile_cache_dir)
+        try:
+            if "blocks" in self.compile_parts:
+                acceleration.compile_blocks(pipe, self.compile_backend)
+            if "vae" in self.compile_parts:
+                acceleration.compile_vae_decoder(pipe, self.compile_backend)
+            self.compiled = True
+        except Exception as exc:  # e.g. an unknown backend: run eagerly rather than not at all
+            log.exception("compiling failed; running eagerly")
+            acceleration.uncompile_blocks(pipe)
+            self.compile_error = f"{type(exc).__name__}: {exc}"[:500]
 
     def warmup(self, size: int) -> None:
         """A small image first, then the default size, so the first real job pays no first-call costs."""
@@ -136,6 +204,9 @@ class Runtime:
             torch.cuda.reset_peak_memory_stats()  # stats() then reports this call's peak
         styles = self.adapters.use(reqs[0].extra.get("loras")) if self.adapters else contextlib.nullcontext()
         with styles, torch.inference_mode():  # jobs rendered together share their adapters (worker/batching.py)
+            if reqs[0].inputs is not None:  # image modes: one job a call, never batched (worker/batching.py)
+                hook = partial(faults.corrupt_output, fault, try_index)
+                return [render_from_image(self.image_pipes, reqs[0], on_step, output_hook=hook)]
             return render_many(
                 self.pipe,
                 reqs,
@@ -161,6 +232,9 @@ class Runtime:
         """Counters for logs and benchmarks: compiled graphs (flat in steady state) and VRAM."""
         return {
             "compiled": self.compiled,
+            "precision": self.precision,
+            "fused": self.fused,
+            "fp8_layers": self.fp8_layers,
             "graphs": acceleration.graphs_compiled(),
             **acceleration.memory_stats(self.device),
             **(self.adapters.stats() if self.adapters else {}),
@@ -181,7 +255,8 @@ class Runtime:
         memory.set_vae_tiling(self.pipe, True)
         if self.device == "cuda":
             torch.cuda.empty_cache()
-            stricter = memory.stricter(self.policy)
+            # FP8 weights are torchao tensors placed for the card: they are not moved in and out by offload hooks.
+            stricter = memory.stricter(self.policy) if self.precision == "bf16" else None
             if stricter is not None:
                 self._switch_policy(stricter)
                 return f"out of memory under {self.base_policy}: retried with VAE tiling under {stricter}"
@@ -216,7 +291,13 @@ class Runtime:
         return bool(self.source and self.source.is_test_model)
 
     def versions(self) -> dict[str, str]:
+        extra = {}
+        if self.precision == "fp8":
+            import torchao
+
+            extra["torchao"] = torchao.__version__
         return {
+            **extra,
             "diffusers": diffusers.__version__,
             "torch": torch.__version__,
             "transformers": transformers.__version__,

@@ -1,10 +1,18 @@
-"""Celery tasks: thin, they take an id and call plain functions."""
+"""Celery tasks: thin, they take an id and call plain functions.
+
+The worker's parent process imports this module to register the task, then forks the child that renders. The
+rendering stack (torch, diffusers, transformers and what they pull in) is imported in the child only: some of
+it initialises CUDA on import (transformers imports torchao when it is installed, and torchao's kernels library
+does, on a GPU machine), and a parent that has touched CUDA hands its child a CUDA it cannot use
+("Cannot re-initialize CUDA in forked subprocess").
+"""
 
 from __future__ import annotations
 
 import logging
 import os
 import socket
+from typing import TYPE_CHECKING
 
 from billiard.exceptions import WorkerLostError
 from celery import Task
@@ -17,8 +25,9 @@ from broker_config.task_names import RENDER_JOB
 from core.settings import get_settings
 from models import WorkerState
 from worker.failures import mark_failed
-from worker.jobs import JobContext, run_job
-from worker.process import set_state, start_worker_process
+
+if TYPE_CHECKING:
+    from worker.jobs import JobContext
 
 log = logging.getLogger(__name__)
 _ctx: JobContext | None = None
@@ -31,12 +40,16 @@ def worker_name() -> str:
 @worker_process_init.connect
 def _start_child(**_: object) -> None:
     global _ctx
+    from worker.process import start_worker_process  # in the child: see the module's docstring
+
     _ctx = start_worker_process(get_settings(), worker_name())
 
 
 @worker_process_shutdown.connect
 def _stop_child(**_: object) -> None:
     if _ctx is not None:
+        from worker.process import set_state
+
         _ctx.finisher.drain()  # images rendered before the stop are stored and recorded, not rendered again
         set_state(_ctx.sessions, _ctx.name, WorkerState.OFFLINE, current_job_id=None)
 
@@ -59,6 +72,8 @@ class RenderTask(Task):
 def render_job(self: RenderTask, job_id: str) -> str:
     if _ctx is None:
         raise RuntimeError("worker process was not initialised (worker_process_init did not run)")
+    from worker.jobs import run_job
+
     try:
         outcome = run_job(job_id, _ctx)
     except OperationalError as exc:

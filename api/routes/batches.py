@@ -31,8 +31,9 @@ from models.deliveries import reopen_batch_delivery
 from models.records import image_path
 
 router = APIRouter(prefix="/v1/batches", tags=["batches"])
-_FORM_FIELDS = set(BatchOptions.model_fields) | {"file", "file_format"}
-_JSON_FIELDS = {"defaults": "a JSON object", "renditions": "a JSON list"}  # form fields that carry JSON
+_FORM_FIELDS = set(BatchOptions.model_fields) | {"file", "file_format", "images"}
+# form fields that carry JSON
+_JSON_FIELDS = {"defaults": "a JSON object", "renditions": "a JSON list", "placement": "a JSON object"}
 _UPLOAD_SCHEMA = {
     "type": "object",
     "required": ["file"],
@@ -41,6 +42,12 @@ _UPLOAD_SCHEMA = {
         "file_format": {"type": "string", "enum": ["csv", "jsonl"], "description": "default: from the file name"},
         "defaults": {"type": "string", "description": 'JSON object, e.g. {"width": 768}'},
         "renditions": {"type": "string", "description": 'JSON list, e.g. [{"width": 512, "height": 512}]'},
+        "images": {
+            "type": "string",
+            "format": "binary",
+            "description": "a zip of input images: the column `image` (and `mask`) names a file in it",
+        },
+        "placement": {"type": "string", "description": 'JSON object, e.g. {"fit": 0.7, "anchor": "bottom"}'},
         **{name: {"type": "string"} for name in BatchOptions.model_fields if name not in _JSON_FIELDS},
     },
 }
@@ -72,15 +79,16 @@ async def create_batch(
     """A JSON body with `rows`, or a multipart upload with `file` (CSV or JSONL) and the same fields."""
     settings: FarmSettings = request.app.state.settings
     ctype = request.headers.get("content-type", "")
+    images: bytes | None = None
     payload: bytes | list[Any]
     if ctype.startswith("multipart/form-data"):
-        options, payload, source = await _upload(request)
+        options, payload, source, images = await _upload(request)
     elif ctype.startswith("application/json"):
         options, payload, source = _json_body(await request.body())
     else:
         raise HTTPException(415, detail=f"send application/json or multipart/form-data (got {ctype or 'none'!r})")
     batch, replayed = await run_in_threadpool(
-        _accept, request, principal, settings, options, payload, source, idempotency_key
+        _accept, request, principal, settings, options, payload, source, idempotency_key, images
     )
     if not replayed:
         request.app.state.wake_dispatcher()
@@ -100,6 +108,7 @@ def _accept(
     payload: bytes | list[Any],
     source: str,
     idempotency_key: str | None,
+    images: bytes | None = None,
 ) -> tuple[Batch, bool]:
     try:
         if isinstance(payload, bytes):
@@ -111,9 +120,11 @@ def _accept(
             )
         else:
             catalog = read_json_rows(payload, settings.max_batch_rows)
-        intake = Intake(options, catalog, request_fingerprint(options, payload), scoped_key(principal, idempotency_key))
-        with request.app.state.sessions() as session:
-            return accept_batch(session, settings, principal, intake, request.app.state.quotas)
+        fingerprint = request_fingerprint(options, payload, images)
+        intake = Intake(options, catalog, fingerprint, scoped_key(principal, idempotency_key), images)
+        state = request.app.state
+        with state.sessions() as session:
+            return accept_batch(session, settings, principal, intake, state.quotas, state.storage)
     except Refusal as exc:
         raise exc.to_http() from exc
 
@@ -127,8 +138,8 @@ def _json_body(body: bytes) -> tuple[BatchOptions, list[Any], str]:
     return options, parsed.rows, "json"
 
 
-async def _upload(request: Request) -> tuple[BatchOptions, bytes, str]:
-    form = await request.form(max_files=1, max_fields=len(_FORM_FIELDS) + 1)
+async def _upload(request: Request) -> tuple[BatchOptions, bytes, str, bytes | None]:
+    form = await request.form(max_files=2, max_fields=len(_FORM_FIELDS) + 1)
     unknown = sorted(set(form.keys()) - _FORM_FIELDS)
     if unknown:
         raise refuse("unknown form field: not part of this request", field=unknown[0]).to_http()
@@ -154,7 +165,10 @@ async def _upload(request: Request) -> tuple[BatchOptions, bytes, str]:
         source = detect_format(upload.filename, declared if isinstance(declared, str) else None)
     except Refusal as exc:
         raise exc.to_http() from exc
-    return options, await upload.read(), source
+    images = form.get("images")
+    if images is not None and not isinstance(images, UploadFile):
+        raise refuse("send the images as a zip file part named 'images'", field="images").to_http()
+    return options, await upload.read(), source, await images.read() if images is not None else None
 
 
 def _created(batch: Batch, request: Request) -> BatchCreated:

@@ -13,6 +13,7 @@ from api.auth import PrincipalDep
 from api.batch_intake import scoped_key
 from api.callbacks import callback_problem
 from api.deps import EnqueuerDep, SessionDep, SettingsDep, StorageDep
+from api.image_modes import IMAGE_FIELDS, replay_matches, resolve_job
 from api.job_identity import content_hash
 from api.lora_refs import LoraProblem, job_loras, same_loras
 from api.prompt_checks import check_job, refuse
@@ -31,13 +32,30 @@ from models.dedup import copied_images, find_reusable, reused_values
 from models.loras import signature
 from models.records import job_record
 from models.statuses import FINAL_STATUSES
+from models.workers import live_precisions
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 MEDIA_TYPES = {"png": "image/png", "webp": "image/webp", "jpeg": "image/jpeg"}
 
 
 def job_out(job: Job, request: Request) -> JobOut:
-    return JobOut.model_validate(job_record(job, str(request.base_url)))
+    record = job_record(job, str(request.base_url))
+    return JobOut.model_validate({**record, "waiting_for": _waiting_for(job, request)})
+
+
+def _waiting_for(job: Job, request: Request) -> str | None:
+    """A queued job whose precision no live worker runs waits until one starts: the record says so."""
+    if job.status != JobStatus.QUEUED:
+        return None
+    live = getattr(request.state, "live_precisions", None)
+    if live is None:  # once per request, however many jobs it lists
+        settings = request.app.state.settings
+        with request.app.state.sessions() as s:
+            live = live_precisions(s, settings.worker_offline_after_seconds)
+        request.state.live_precisions = live
+    if job.precision in live:
+        return None
+    return f"a worker running precision {job.precision}: none is live (start one with ZFARM_PRECISION={job.precision})"
 
 
 def _get_job(session: SessionDep, job_id: str, principal: PrincipalDep) -> Job:
@@ -67,7 +85,9 @@ def create_job(
         response.headers["Idempotent-Replayed"] = "true"
         response.headers["Location"] = str(request.url_for("get_job", job_id=earlier.id))
         return job_out(earlier, request)
-    check_job(body, settings)
+    resolved = resolve_job(body, session, principal.tenant, settings.max_pixels)
+    # img2img and inpaint render at their image's size: the checks see the size the job will have.
+    check_job(body.model_copy(update={"width": resolved.width, "height": resolved.height}), settings)
     if (bad_callback := callback_problem(body.callback_url, settings)) is not None:
         raise refuse("callback_url", *bad_callback)
     try:
@@ -79,10 +99,11 @@ def create_job(
     job = Job(
         tenant=principal.tenant,
         truncate_prompt=body.truncate_prompt,
+        precision=body.precision,
         prompt=body.prompt,
         negative_prompt=body.negative_prompt,
-        width=body.width,
-        height=body.height,
+        width=resolved.width,
+        height=resolved.height,
         steps=body.steps,
         guidance_scale=body.guidance_scale,
         seed=body.seed if body.seed is not None else secrets.randbelow(MAX_SEED + 1),
@@ -99,12 +120,17 @@ def create_job(
         created_at=utcnow(),
         lane=Lane.INTERACTIVE,
         idempotency_key=key,
+        mode=resolved.mode,
+        image_asset_id=resolved.image.id if resolved.image else None,
+        mask_asset_id=resolved.mask.id if resolved.mask else None,
+        mode_parameters=resolved.parameters,
     )
     if body.callback_url is not None:
         # The outbox row is written with the job, so its ending can never be missed.
         job.webhook = WebhookDelivery(url=str(body.callback_url), created_at=utcnow(), updated_at=utcnow())
-    params = {**body.model_dump(), "seed": job.seed, "loras": loras}
-    job.content_hash = content_hash(params, settings.model, settings.model_revision)
+    asked = {**body.model_dump(), "seed": job.seed, "width": job.width, "height": job.height, **resolved.identity()}
+    asked["loras"] = loras  # resolved: each adapter with its file's sha256
+    job.content_hash = content_hash(asked, settings.model, settings.model_revision)
     original = find_reusable(session, [job.content_hash], principal.tenant, settings.model) if body.dedup else {}
     if original:
         # Done at once: same model, parameters and seed as a succeeded job, whose images it shares.
@@ -137,11 +163,18 @@ def _replayed_job(session: SessionDep, key: str, body: JobCreate) -> Job | None:
     job = session.scalar(select(Job).where(Job.idempotency_key == key))
     if job is None:
         return None
-    asked = body.model_dump(exclude={"dedup", "seed", "callback_url", "loras"}, exclude_unset=False)
+    own_size = body.mode in ("img2img", "inpaint") and not {"width", "height"} & body.model_fields_set
+    exclude = {"dedup", "seed", "callback_url", "loras", *IMAGE_FIELDS, *(("width", "height") if own_size else ())}
+    asked = body.model_dump(exclude=exclude, exclude_unset=False)
     asked["renditions"] = asked["renditions"] or None
     stored = {name: getattr(job, name) for name in asked}
     callback = (str(body.callback_url) if body.callback_url else None, job.webhook.url if job.webhook else None)
-    if asked != stored or (body.seed is not None and body.seed != job.seed) or callback[0] != callback[1]:
+    if (
+        asked != stored
+        or not replay_matches(body, job)
+        or (body.seed is not None and body.seed != job.seed)
+        or callback[0] != callback[1]
+    ):
         raise HTTPException(409, detail="this Idempotency-Key was used for a different job; use a new key")
     if not same_loras(body.loras, job.loras):
         raise HTTPException(409, detail="this Idempotency-Key was used for a different job; use a new key")

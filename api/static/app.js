@@ -126,7 +126,7 @@ function jobItem(job) {
     el("div", { class: "muted" }, `${p.width}×${p.height} · ${p.steps} steps · seed ${p.seed}`),
     FINAL.has(job.status) ? "" : progressBar(job.progress),
     job.error ? el("div", { class: "error" }, job.error) : "",
-    thumbs.length ? el("div", { class: "thumbs" }, thumbs) : "");
+    thumbs.length || Object.keys(job.inputs || {}).length ? el("div", { class: "thumbs" }, inputThumbs(job), thumbs) : "");
 }
 
 function placeJob(job) {
@@ -178,6 +178,7 @@ async function submitJob(event) {
   const err = $("#submit-error");
   err.hidden = true;
   try {
+    dropOwnSize(Object.assign(body, await photoFields(form)));  // photos.js: image modes, files uploaded first
     const job = await (await api("/v1/jobs", {
       method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body),
     })).json();
@@ -254,8 +255,9 @@ function showDetail(job, index = 0) {
     job.test_model_noise
       ? el("p", { class: "notice warn" }, "Made by the tiny random TEST model: this image is noise, not a product.")
       : "",
-    image ? img(image.url, `job ${short(job.id)} image ${image.index}`, "large") : el("p", {}, "No image."),
-    el("table", { class: "table kv" }, rows.map(([k, v]) => el("tr", {}, el("th", {}, k), el("td", {}, v)))),
+    el("div", { class: "side-by-side" }, inputThumbs(job, "large"),
+      image ? img(image.url, `job ${short(job.id)} image ${image.index}`, "large") : el("p", {}, "No image.")),
+    el("table", { class: "table kv" }, [...rows, ...modeRows(job)].map(([k, v]) => el("tr", {}, el("th", {}, k), el("td", {}, v)))),
     el("div", { class: "row" }, job.images.flatMap((im) => [
       el("button", {
         class: "download", type: "button",

@@ -180,3 +180,15 @@ def test_companions_come_from_the_leaders_lane_and_campaign(ctx: JobContext) -> 
     assert run_job(interactive, ctx) == Outcome.RENDERED
     # then: the interactive one took its own lane's job along, not the bulk row (which waits for its turn)
     assert _status(ctx, other) == "succeeded" and _status(ctx, bulk) == "queued"
+
+
+def test_a_bf16_worker_neither_takes_nor_batches_an_fp8_job(ctx: JobContext) -> None:
+    # given: a bf16 worker, an fp8 job delivered to it by mistake, and an fp8 job compatible with a bf16 one
+    misrouted = _job(ctx, "a mug", 1, precision="fp8")
+    leader, fp8_mate = _job(ctx, "a cup", 2), _job(ctx, "a jar", 3, precision="fp8")
+    ctx.finisher = Finisher(0)
+    # when / then: the misrouted job is left queued for its own tier (the reconciler sends it there)
+    assert claim_job(misrouted, ctx) == Outcome.SKIPPED and _status(ctx, misrouted) == "queued"
+    # and the bf16 job renders without the fp8 one beside it
+    assert run_job(leader, ctx) == Outcome.RENDERED
+    assert _status(ctx, leader) == "succeeded" and _status(ctx, fp8_mate) == "queued"

@@ -84,10 +84,10 @@ def test_step_callback_reports_every_step(runtime: Runtime) -> None:
 
 def test_nan_and_black_outputs_are_refused() -> None:
     with pytest.raises(RenderError, match="NaN"):
-        guard_output(np.full((1, 8, 8, 3), np.nan, dtype=np.float32))
+        guard_output(torch.full((1, 3, 8, 8), float("nan")))
     with pytest.raises(RenderError, match="all black"):
-        guard_output(np.zeros((1, 8, 8, 3), dtype=np.float32))
-    guard_output(np.full((1, 8, 8, 3), 0.5, dtype=np.float32))
+        guard_output(torch.zeros((1, 3, 8, 8)))
+    guard_output(torch.full((1, 3, 8, 8), 0.5))
 
 
 def test_missing_directory_and_uncached_repo_fail_with_a_clear_message(tmp_path: Path) -> None:

@@ -18,6 +18,7 @@ from zfarm.cli.client_commands import (
     parse_renditions,
     url_option,
 )
+from zfarm.cli.image_options import image_mode_options, mode_fields
 from zfarm.client import Batch, BatchCreated, Client, ZfarmError
 
 
@@ -65,9 +66,19 @@ def summary(batch: Batch) -> str:
 @click.option("--set", "settings", multiple=True, help="A default for every row, NAME=VALUE (repeatable).")
 @click.option("--format", "file_format", type=click.Choice(["csv", "jsonl"]), default=None)
 @click.option("--no-dedup", is_flag=True, help="Render every row, even those with finished identical images.")
+@click.option(
+    "--precision", type=click.Choice(["bf16", "fp8"]), default=None, help="bf16 (default, exact) or fp8 (faster)."
+)
 @click.option("--rendition", "renditions", multiple=True, help=RENDITION_HELP)
 @click.option("--lora", "loras", multiple=True, help=LORA_HELP + " Every row; a row's `lora` column beats it.")
 @click.option("--add-trigger-words", is_flag=True, help="Prepend the adapters' trigger words to every prompt.")
+@click.option(
+    "--images",
+    type=click.Path(exists=True, path_type=Path),
+    default=None,
+    help="A zip (or a directory, zipped for you) of input images; the image and mask columns name its files.",
+)
+@image_mode_options
 @click.option("--callback-url", default=None, help="Receives a signed POST (batch.finished) when the batch ends.")
 @click.option("--idempotency-key", default=None, help="Send it again safely: a repeat returns the same batch.")
 @click.option("--wait/--no-wait", default=False, help="Follow the batch with a progress bar and a summary.")
@@ -86,6 +97,7 @@ def batch(
     settings: tuple[str, ...],
     file_format: str | None,
     no_dedup: bool,
+    precision: str | None,
     renditions: tuple[str, ...],
     loras: tuple[str, ...],
     add_trigger_words: bool,
@@ -96,6 +108,8 @@ def batch(
     timeout: float | None,
     url: str | None,
     api_key: str | None,
+    images: Path | None,
+    **image_params: Any,
 ) -> None:
     """Submit a catalog (CSV or JSONL) with a template as one batch; prints its id."""
     defaults = _parse_set(settings)
@@ -117,10 +131,13 @@ def batch(
                 seed=seed,
                 defaults=defaults or None,
                 dedup=False if no_dedup else None,
+                precision=precision,
                 renditions=parse_renditions(renditions),
                 callback_url=callback_url,
+                images=images,
+                **mode_fields(image_params),
             )
-        except ZfarmError as exc:
+        except (ZfarmError, FileNotFoundError) as exc:
             raise click.ClickException(str(exc)) from exc
         click.echo(created["id"])
         click.echo(

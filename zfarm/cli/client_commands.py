@@ -11,6 +11,7 @@ from typing import Any
 import click
 from tqdm import tqdm
 
+from zfarm.cli.image_options import image_mode_options, mode_fields
 from zfarm.client import Client, Job, ZfarmError
 
 url_option = click.option("--url", envvar="ZFARM_URL", default=None, help="API base URL (env ZFARM_URL).")
@@ -24,7 +25,8 @@ def _client(url: str | None, api_key: str | None) -> Client:
 _RENDITION = re.compile(r"^(?:(?P<name>[a-z0-9][a-z0-9_-]{0,31})=)?(?P<w>\d+)x(?P<h>\d+)(?::(?P<rest>.*))?$")
 RENDITION_HELP = (
     "An extra output per image made from the same render, [NAME=]WxH[:FORMAT][:QUALITY][:contain], "
-    "e.g. thumb=512x512:webp:85 (repeatable)."
+    "e.g. thumb=512x512:webp:85 (repeatable). A white-background main image made from the cutout (place and "
+    "inpaint jobs): main=2000x2000:jpeg:white[:fill=0.85]."
 )
 
 
@@ -50,6 +52,10 @@ def parse_renditions(specs: tuple[str, ...]) -> list[dict[str, Any]] | None:
                 item["fit"] = part
             elif part.isdigit():
                 item["quality"] = int(part)
+            elif part == "white":
+                item["background"] = "white"
+            elif part.startswith("fill=") and _is_number(part[5:]):
+                item["fill"] = float(part[5:])
             else:
                 raise click.BadParameter(
                     f"{spec!r}: {part!r} is not a format, quality or fit", param_hint="--rendition"
@@ -74,6 +80,14 @@ def parse_loras(specs: tuple[str, ...]) -> list[dict[str, Any]] | None:
                 raise click.BadParameter(f"{spec!r}: expected NAME or NAME:SCALE", param_hint="--lora") from None
         out.append(item)
     return out or None
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _print_job(job: Job) -> None:
@@ -104,9 +118,18 @@ def wait_with_bar(client: Client, job_id: str, timeout: float | None) -> Job:
 @click.option("--seed", type=int, default=None)
 @click.option("--num-images", "-n", type=int, default=None)
 @click.option("--format", "output_format", type=click.Choice(["png", "webp", "jpeg"]), default=None)
+@click.option(
+    "--precision",
+    type=click.Choice(["bf16", "fp8"]),
+    default=None,
+    help="bf16 (default, exact) or fp8 (faster, not exact; needs a worker started with ZFARM_PRECISION=fp8).",
+)
 @click.option("--rendition", "renditions", multiple=True, help=RENDITION_HELP)
 @click.option("--lora", "loras", multiple=True, help=LORA_HELP)
 @click.option("--add-trigger-words", is_flag=True, default=None, help="Prepend the adapters' trigger words.")
+@click.option("--image", default=None, help="Input image: a file (uploaded first) or an asset id.")
+@click.option("--mask", default=None, help="inpaint: a mask file (white repaints) or an asset id.")
+@image_mode_options
 @click.option("--callback-url", default=None, help="Receives a signed POST (job.finished) when the job ends.")
 @click.option("--wait/--no-wait", default=False, help="Wait for the job to finish, with a progress bar.")
 @click.option("--out", "-o", type=click.Path(path_type=Path), default=None, help="With --wait: download images here.")
@@ -127,10 +150,11 @@ def submit(
     """Submit one job; prints its id (and with --wait, its final record)."""
     params["renditions"] = parse_renditions(renditions)
     params["loras"] = parse_loras(loras)
+    params.update(mode_fields(params))
     with _client(url, api_key) as client:
         try:
             job = client.submit(prompt, **params)
-        except ZfarmError as exc:
+        except (ZfarmError, FileNotFoundError) as exc:
             raise click.ClickException(str(exc)) from exc
         click.echo(job["id"])
         if not wait:

@@ -17,6 +17,7 @@ from tqdm import tqdm
 
 from core.settings import DEFAULT_MODEL, TINY_MODEL, FarmSettings
 from zfarm.cli.batch_commands import summary
+from zfarm.cli.demo_photos import check_kept, run_photo_demo
 from zfarm.client import Batch, BatchCreated, Client
 from zfarm.launcher.embedded import Farm, install_signal_handlers, open_on_loopback, pick_free_ports
 
@@ -75,14 +76,27 @@ def run_demo(settings: FarmSettings, catalog: Path | None, out: Path | None) -> 
                 )
             final = follow(client, created, stop)
             client.download_batch(created["id"], out)
+            # 2. Product photos: cutouts drawn here, placed in generated scenes, plus white main images.
+            photos = run_photo_demo(client, out / "photos", DEMO_SEED, lambda c, b: follow(c, b, stop))
     finally:
         click.echo("stopping the farm ...")
         farm.stop()
     click.echo(summary(final))
     click.echo(f"images (named by SKU), 256x256 WebP thumbnails in thumb/ and manifest.csv in {out}")
+    click.echo(summary(photos))
+    for line in check_kept(out / "photos"):
+        click.echo("  " + line)
+    click.echo(
+        f"product photos: cutouts (drawn here) in {out / 'photos' / 'cutouts'}, scenes (mode place, named by SKU), "
+        f"2000x2000 white-background main images in main/ and the inputs in _inputs/, in {out / 'photos'}"
+    )
     if settings.model == TINY_MODEL:
-        click.secho("Reminder: these images come from the tiny random test model and are noise.", fg="yellow")
-    return 0 if final["status"] == "succeeded" else 1
+        click.secho(
+            "Reminder: these images come from the tiny random test model and are noise; in the product photos "
+            "only the scenes around the products are noise (the products are the cutouts' own pixels).",
+            fg="yellow",
+        )
+    return 0 if final["status"] == photos["status"] == "succeeded" else 1
 
 
 def wait_until_ready(client: Client, farm: Farm, stop: list[bool]) -> None:

@@ -71,13 +71,16 @@ def worker(name: str | None, loglevel: str) -> None:
 
     import worker.tasks  # noqa: F401  (registers the tasks and the process start-up hooks)
     from broker_config.celery_app import app
+    from worker.fp8_support import fp8_problem, smi_capability
 
-    b = get_settings()
+    if s.precision == "fp8" and (problem := fp8_problem(s.device, None if s.device == "cpu" else smi_capability())):
+        raise click.ClickException(f"worker {name} refuses to start: {problem}")  # never a silent bf16 fallback
+    queues = s.worker_queues
     logging.basicConfig(level=loglevel, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     click.echo(
-        f"zfarm worker {name}: model {s.model}, memory policy {s.memory_policy}, device {s.device}, "
-        f"CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', '(all)')}, queue {b.queue}, "
-        f"data {s.data_dir.resolve()}"
+        f"zfarm worker {name}: model {s.model}, precision {s.precision}, memory policy {s.memory_policy}, device "
+        f"{s.device}, CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', '(all)')}, queues "
+        f"{', '.join(queues)}, data {s.data_dir.resolve()}"
     )
     # prefork with one child: the child loads the model; if it dies the parent requeues its job and forks anew.
     app.worker_main(
@@ -85,9 +88,9 @@ def worker(name: str | None, loglevel: str) -> None:
             "worker",
             "--pool=prefork",
             "--concurrency=1",
-            # interactive first (see celeryconfig), then this worker's own bulk queue (jobs with the LoRA adapters
-            # it holds: control/affinity.py), then the shared bulk queue
-            f"--queues={b.queue},{direct_queue_name(b.bulk_queue, name)},{b.bulk_queue}",
+            # its precision's tier, interactive first (see celeryconfig), then its own bulk queue (jobs with the LoRA
+            # adapters it holds: control/affinity.py), then the tier's shared bulk queue
+            f"--queues={queues[0]},{direct_queue_name(queues[1], name)},{queues[1]}",
             f"--hostname={name}",
             "--task-events",
             "--without-gossip",

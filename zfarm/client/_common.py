@@ -6,7 +6,9 @@ scripts/generate_sync_client.py (`make install`, `make test`) and by every packa
 
 from __future__ import annotations
 
+import io
 import json
+import re
 import time
 import zipfile
 from pathlib import Path
@@ -74,6 +76,35 @@ def image_path(job_id: str, index: int, rendition: str | None = None) -> str:
     return f"{path}/renditions/{rendition}" if rendition else path
 
 
+ASSET_ID = re.compile(r"[0-9a-f]{32}")
+AssetRef = str | Path | dict[str, Any]  # an asset id, a file to upload, or an asset record
+
+
+def asset_id_or_path(ref: AssetRef) -> str | Path:
+    """An asset's id, or the image file to upload first. A 32-hex string names an asset unless such a file exists."""
+    if isinstance(ref, dict):
+        return str(ref["id"])
+    if isinstance(ref, str) and ASSET_ID.fullmatch(ref) and not Path(ref).exists():
+        return ref
+    path = Path(ref)
+    if not path.is_file():
+        raise FileNotFoundError(f"image {str(ref)!r} is neither an asset id nor a file")
+    return path
+
+
+def zipped_images(path: Path) -> tuple[str, bytes]:
+    """A batch's `images` part: a zip file as it is, or a directory zipped here (names relative to it)."""
+    if path.is_file():
+        return path.name, path.read_bytes()
+    if not path.is_dir():
+        raise FileNotFoundError(f"images {str(path)!r} is neither a zip file nor a directory")
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as zf:  # images are compressed already
+        for file in sorted(p for p in path.rglob("*") if p.is_file()):
+            zf.write(file, file.relative_to(path).as_posix())
+    return f"{path.name}.zip", buf.getvalue()
+
+
 def job_body(prompt: str, params: dict[str, Any]) -> dict[str, Any]:
     return {"prompt": prompt, **{k: v for k, v in params.items() if v is not None}}
 
@@ -136,7 +167,11 @@ def upload_parts(
     path: Path, file_format: str | None, options: dict[str, Any]
 ) -> tuple[dict[str, tuple[str, bytes]], dict[str, str]]:
     form = {
-        k: json.dumps(v) if k in ("defaults", "renditions") else str(v).lower() if isinstance(v, bool) else str(v)
+        k: json.dumps(v)
+        if k in ("defaults", "renditions", "placement")
+        else str(v).lower()
+        if isinstance(v, bool)
+        else str(v)
         for k, v in options.items()
     }
     if file_format:

@@ -85,6 +85,38 @@ class Job(TypedDict):
     loras: list[JobLora]
     content_hash: str | None
     reused_from: str | None
+    precision: str  # bf16 or fp8
+    waiting_for: str | None  # why a queued job cannot start yet (no live worker runs its precision)
+    mode: str  # text, img2img, inpaint or place
+    inputs: dict[str, Input]  # image (and mask) the job starts from
+
+
+class Input(TypedDict):
+    """An input image as a job's record names it."""
+
+    id: str
+    sha256: str
+    width: int
+    height: int
+    has_alpha: bool
+    url: str
+
+
+class Asset(TypedDict):
+    """An uploaded input image (POST /v1/assets, GET /v1/assets/{id})."""
+
+    id: str
+    sha256: str
+    width: int
+    height: int
+    format: str
+    has_alpha: bool
+    conversions: list[str]
+    product_box: list[int] | None
+    filename: str | None
+    bytes: int
+    created_at: str
+    url: str
 
 
 class Batch(TypedDict):
@@ -143,6 +175,7 @@ class Worker(TypedDict):
     gpu_memory_used_mib: int | None
     memory_policy: str | None
     model_id: str | None
+    precision: str | None  # the tier it runs: bf16 or fp8
     state: str
     current_job_id: str | None
     jobs_done: int

@@ -16,8 +16,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from PIL import Image
 
 from tests.e2e.observe.farm import ObservedFarm
+from tests.image_helpers import cutout, decoded
 from zfarm.client import AsyncClient, Client, Job, ZfarmError
 
 pytestmark = pytest.mark.e2e
@@ -147,3 +149,35 @@ def test_lora_adapters_through_the_client_and_the_cli(client: Any, farm: Observe
     assert cli.invoke(main, ["loras", "rm", name, *args]).exit_code == 0
     refused = cli.invoke(main, ["submit", "a mug", "--lora", f"{name}:strong", *args])
     assert refused.exit_code != 0 and "NAME:SCALE" in refused.output
+
+
+def test_image_modes_through_the_client(client: Any, tmp_path: Path) -> None:
+    # submit(image=path) uploads the file first; the same bytes are the same asset
+    path = tmp_path / "bottle.png"
+    cutout().save(path)
+    main = {"name": "main", "background": "white", "width": 300, "height": 300, "format": "jpeg"}
+    job = client.submit(
+        "a bottle on a beach", mode="place", image=path, placement={"fit": 0.6}, renditions=[main], **SMALL
+    )
+    final = client.wait(job["id"], timeout=120, raise_on_failure=True)
+    asset = client.upload_asset(path)
+    assert final["inputs"]["image"]["id"] == asset["id"] and final["mode"] == "place"
+    assert client.get_asset(asset["id"])["has_alpha"] is True
+    stored = decoded(client.asset_bytes(asset["id"]))
+    assert stored.size == (300, 400) and stored.mode == "RGBA"
+    assert decoded(client.image_bytes(job["id"], 0, "main")).size == (300, 300)
+    # an asset id or an asset record work as well as a path
+    again = client.submit("a bottle in snow", mode="img2img", image=asset, strength=0.5, steps=2)
+    assert client.wait(again["id"], timeout=120, raise_on_failure=True)["parameters"]["width"] == 300
+    # a catalog with a directory of photos, zipped by the client
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    cutout(colour=(20, 120, 60)).save(photos / "mug.png")
+    Image.new("RGB", (256, 256), "gray").save(photos / "ignored.png")
+    catalog = tmp_path / "catalog.csv"
+    catalog.write_text("sku,product,image\nM1,a mug,mug.png\n")
+    created = client.upload_batch(catalog, images=photos, template="{product} on a desk", mode="place", defaults=SMALL)
+    assert client.wait_batch(created["id"], timeout=180, poll=0.3)["status"] == "succeeded"
+    with pytest.raises(ZfarmError) as refused:
+        client.submit("a mug", mode="place", image=tmp_path / "photos" / "ignored.png", **SMALL)
+    assert refused.value.status_code == 422 and "cutout" in str(refused.value)

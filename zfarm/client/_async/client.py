@@ -16,9 +16,11 @@ import httpx
 from zfarm.client._common import (
     ARCHIVE_CHUNK,
     FINAL,
+    AssetRef,
     EventParser,
     JobFailed,
     NoStream,
+    asset_id_or_path,
     check,
     check_deadline,
     deadline_after,
@@ -32,8 +34,9 @@ from zfarm.client._common import (
     raise_for_stream,
     stream_timeout,
     upload_parts,
+    zipped_images,
 )
-from zfarm.client.types import JSON, Batch, BatchCreated, Job, Lora, Worker
+from zfarm.client.types import JSON, Asset, Batch, BatchCreated, Job, Lora, Worker
 
 JobProgressFn = Callable[[Job], None]
 BatchProgressFn = Callable[[Batch], None]
@@ -67,10 +70,44 @@ class AsyncClient:
 
     # ---- jobs ------------------------------------------------------------------------------------
 
-    async def submit(self, prompt: str, *, idempotency_key: str | None = None, **params: Any) -> Job:
-        """Queues one job (width, height, steps, seed, num_images, renditions, loras, callback_url, ...)."""
+    async def submit(
+        self,
+        prompt: str,
+        *,
+        image: AssetRef | None = None,
+        mask: AssetRef | None = None,
+        idempotency_key: str | None = None,
+        **params: Any,
+    ) -> Job:
+        """Queues one job (width, height, steps, seed, num_images, renditions, loras, callback_url, ...).
+
+        Image modes: mode="img2img" | "inpaint" | "place", with `image` (and `mask`) as an asset id, an
+        asset record or a file path (uploaded first), strength, mask_blur, mask_grow, placement={...}.
+        """
         body = job_body(prompt, params)
+        for role, ref in (("image", image), ("mask", mask)):
+            if ref is not None:
+                body[role] = await self._asset_id(ref)
         return cast(Job, await self._json("POST", "/v1/jobs", json=body, headers=idempotency(idempotency_key)))
+
+    # ---- input images (assets) -------------------------------------------------------------------
+
+    async def upload_asset(self, path: str | Path) -> Asset:
+        """Uploads a PNG, JPEG or WebP once (the same bytes answer the same asset) and returns its record."""
+        file = Path(path)
+        files = {"file": (file.name, file.read_bytes())}
+        return cast(Asset, await self._json("POST", "/v1/assets", files=files))
+
+    async def get_asset(self, asset_id: str) -> Asset:
+        return cast(Asset, await self._json("GET", f"/v1/assets/{asset_id}"))
+
+    async def asset_bytes(self, asset_id: str) -> bytes:
+        """The stored input image: an 8-bit sRGB PNG, orientation applied."""
+        return check(await self.http.get(f"/v1/assets/{asset_id}/content")).content
+
+    async def _asset_id(self, ref: AssetRef) -> str:
+        found = asset_id_or_path(ref)
+        return found if isinstance(found, str) else (await self.upload_asset(found))["id"]
 
     async def get(self, job_id: str) -> Job:
         return cast(Job, await self._json("GET", f"/v1/jobs/{job_id}"))
@@ -161,10 +198,19 @@ class AsyncClient:
         )
 
     async def upload_batch(
-        self, path: str | Path, *, file_format: str | None = None, idempotency_key: str | None = None, **options: Any
+        self,
+        path: str | Path,
+        *,
+        images: str | Path | None = None,
+        file_format: str | None = None,
+        idempotency_key: str | None = None,
+        **options: Any,
     ) -> BatchCreated:
-        """A batch from a CSV or JSONL file (the same options as create_batch)."""
+        """A batch from a CSV or JSONL file (the same options as create_batch). `images`: a zip, or a directory
+        zipped here, whose files the `image` and `mask` columns name (with mode="place" etc.)."""
         files, form = upload_parts(Path(path), file_format, given(**options))
+        if images is not None:
+            files["images"] = zipped_images(Path(images))
         headers = idempotency(idempotency_key)
         return cast(BatchCreated, await self._json("POST", "/v1/batches", files=files, data=form, headers=headers))
 
