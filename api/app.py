@@ -14,7 +14,7 @@ from api.body_limit import BodyLimit
 from api.errors import validation_handler
 from api.metrics import FarmCollector
 from api.quotas import Quotas
-from api.routes import assets, batches, events, health, jobs, keys, metrics, presets, templates, web, workers
+from api.routes import assets, batches, events, health, jobs, keys, loras, metrics, presets, templates, web, workers
 from broker_config.celery_app import app as default_celery
 from control.dispatcher import Dispatcher, DispatcherThread
 from control.enqueue import Enqueuer
@@ -94,6 +94,8 @@ def create_app(
         max_upload_bytes=settings.max_upload_bytes,
         # A catalog sent as JSON rows is an upload in all but encoding: it gets the upload limit.
         upload_paths=("/v1/batches",),
+        # A LoRA file plus its form fields.
+        large_paths={"/v1/loras": settings.max_lora_bytes + 64 * 1024},
     )
     app.add_exception_handler(RequestValidationError, validation_handler)
     app.include_router(health.router)
@@ -104,6 +106,7 @@ def create_app(
     app.include_router(assets.router)
     app.include_router(presets.router)
     app.include_router(templates.router)
+    app.include_router(loras.router)
     app.include_router(events.router)
     app.include_router(metrics.router)
     app.include_router(web.router)

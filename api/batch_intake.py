@@ -33,6 +33,7 @@ from core.token_window import load_tokenizer
 from models import Batch, Image, Job, JobStatus, Lane, PromptTemplate, WebhookDelivery, lifecycle
 from models.base import new_id, utcnow
 from models.dedup import copied_images, find_reusable, reused_values
+from models.loras import signature, visible
 
 
 @dataclass(frozen=True)
@@ -163,6 +164,8 @@ def _row_rules(session: Session, settings: FarmSettings, principal: Principal, o
         max_pixels=settings.max_pixels,
         truncate_prompt=opts.truncate_prompt,
         preset=preset,
+        adapters=visible(session, principal.tenant),
+        slot_rank=settings.lora_slot_rank,
     )
 
 
@@ -198,6 +201,8 @@ def _rows(
             "content_hash": digest,
             "dedup": batch.dedup,
             "renditions": spec.params.get("renditions") or None,
+            "loras": spec.params.get("loras") or None,
+            "adapters": signature(spec.params.get("loras") or []),
             "started_at": None,
             "finished_at": None,
             "gpu_seconds": None,

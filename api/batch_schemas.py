@@ -8,12 +8,19 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl, model_validator
 
 from api.image_schemas import MAX_MASK_PIXELS, Mode, Placement
-from api.schemas import MAX_PROMPT_CHARS, MAX_SEED, Renditions, WebhookOut
+from api.schemas import MAX_PROMPT_CHARS, MAX_SEED, Loras, Renditions, WebhookOut
 from core.presets import PRESET_NAME, ParameterSet, Preset
 from core.queues import Precision
 
 CellValue = str | int | float | bool | None
 TEMPLATE_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$"
+
+
+class BatchDefaults(ParameterSet):
+    """A batch's parameters for every row: a preset's, plus the LoRA adapters (a row's `lora` column beats them)."""
+
+    loras: Loras | None = Field(None, description="adapters for every row, e.g. [{'name': 'brand-x', 'scale': 0.8}]")
+    add_trigger_words: bool | None = Field(None, description="prepend the adapters' trigger words to every prompt")
 
 
 class BatchOptions(BaseModel):
@@ -27,7 +34,7 @@ class BatchOptions(BaseModel):
     )
     template_name: str | None = Field(None, pattern=TEMPLATE_NAME, description="a template saved with /v1/templates")
     key_column: str = Field("sku", min_length=1, max_length=100, description="the column that names each item")
-    defaults: ParameterSet = Field(default_factory=ParameterSet, description="parameters for every row")
+    defaults: BatchDefaults = Field(default_factory=BatchDefaults, description="parameters for every row")
     preset: str | None = Field(None, pattern=PRESET_NAME)
     seed: int = Field(
         0, ge=0, le=MAX_SEED, description="rows without a seed column get sha256(batch seed, key): stable per key"

@@ -11,10 +11,18 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 class BodyLimit:
     def __init__(
-        self, app: ASGIApp, max_json_bytes: int, max_upload_bytes: int, upload_paths: tuple[str, ...] = ()
+        self,
+        app: ASGIApp,
+        max_json_bytes: int,
+        max_upload_bytes: int,
+        upload_paths: tuple[str, ...] = (),
+        large_paths: dict[str, int] | None = None,
     ) -> None:
         self.app, self.max_json, self.max_upload = app, max_json_bytes, max_upload_bytes
         self.upload_paths = upload_paths
+        # Paths with their own, larger limit (LoRA files: hundreds of MiB). A body that declares its length
+        # within it streams through unbuffered (the server holds the client to that length); the route counts too.
+        self.large_paths = large_paths or {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "DELETE", "OPTIONS"):
@@ -22,10 +30,13 @@ class BodyLimit:
             return
         headers = dict(scope["headers"])
         is_upload = headers.get(b"content-type", b"").startswith(b"multipart/") or scope["path"] in self.upload_paths
-        limit = self.max_upload if is_upload else self.max_json
+        limit = self.large_paths.get(scope["path"]) or (self.max_upload if is_upload else self.max_json)
         declared = headers.get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
             await _too_large(send, limit)
+            return
+        if scope["path"] in self.large_paths and declared is not None and declared.isdigit():
+            await self.app(scope, receive, send)
             return
         chunks, size = [], 0
         while True:

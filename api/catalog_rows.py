@@ -19,11 +19,13 @@ from tokenizers import Tokenizer
 from api.catalog_files import Catalog, CatalogRow
 from api.catalog_images import MODE_RULES, column_of, input_cells, parse_mode_cell, placement_overrides
 from api.job_identity import derive_seed
+from api.lora_refs import LoraProblem, resolve
 from api.prompt_template import Template
 from api.refusals import Problems, refuse
 from api.schemas import JobCreate, rendition_problems
 from core.presets import Preset
 from core.token_window import MAX_TOKENS, chat_wrapped
+from models.loras import Lora, prompt_with_triggers
 
 # Reserved columns override the job's parameters per row; `format` sets output_format.
 RESERVED = {
@@ -36,6 +38,7 @@ RESERVED = {
     "format": "output_format",
     "steps": "steps",
     "guidance_scale": "guidance_scale",
+    "lora": "loras",  # `name` or `name:scale`, several separated by commas
     # image modes (api/catalog_images.py): the batch's values, per row
     "mode": "mode",
     "strength": "strength",
@@ -69,6 +72,8 @@ class RowRules:
     max_pixels: int
     truncate_prompt: bool = False
     preset: str | None = None  # the batch's preset, already folded into `base`; kept for the record
+    adapters: Mapping[str, Lora] | None = None  # the LoRA adapters the tenant may name, by name
+    slot_rank: int = 0  # ZFARM_LORA_SLOT_RANK: the adapters of one job add up to at most this rank
 
 
 def check_columns(catalog: Catalog, rules: RowRules) -> None:
@@ -145,13 +150,22 @@ def _build_row(row: CatalogRow, rules: RowRules, problems: Problems) -> JobSpec 
             rule = str(err["msg"]).removeprefix("Value error, ")
             problems.add(rule, column=column, field=None if column else name, value=err.get("input"), **where)
         return None
+    params = job.model_dump(exclude={"dedup"})
+    try:
+        params["loras"] = resolve(params["loras"], rules.adapters or {}, rules.slot_rank, precision=job.precision)
+    except LoraProblem as exc:
+        column = "lora" if "loras" in overrides else None
+        problems.add(
+            exc.rule, column=column, field=None if column else "defaults." + exc.field, value=exc.value, **where
+        )
+        return None
     # A row's own width or height: img2img and inpaint rows otherwise take their image's size (the batch's
     # size is for its text and place rows).
     size_given = bool({"width", "height"} & overrides.keys())
     inputs = input_cells(row, job.mode)
     if job.mode in ("img2img", "inpaint") and not size_given:
         # Rendered at the image's own size: api/batch_images.py checks the size once the image is known.
-        return JobSpec(row.number, row.line, key, job.model_dump(exclude={"dedup"}), inputs, size_given, _filled(row))
+        return JobSpec(row.number, row.line, key, params, inputs, size_given, _filled(row))
     if job.width * job.height > rules.max_pixels:
         problems.add(
             f"width*height must be at most {rules.max_pixels} pixels on this farm",
@@ -165,7 +179,7 @@ def _build_row(row: CatalogRow, rules: RowRules, problems: Problems) -> JobSpec 
         problems.add(rule, field=field, value=value, **where)
     if too_large:
         return None
-    return JobSpec(row.number, row.line, key, job.model_dump(exclude={"dedup"}), inputs, size_given, _filled(row))
+    return JobSpec(row.number, row.line, key, params, inputs, size_given, _filled(row))
 
 
 def _filled(row: CatalogRow) -> frozenset[str]:
@@ -220,8 +234,28 @@ _RULES = {
     "output_format": "must be one of png, webp, jpeg",
     "negative_prompt": "must be text",
     "preset": "must be a preset name",
+    "loras": "must be an adapter name or name:scale (a number), several separated by commas",
     **MODE_RULES,
 }
+
+
+def _lora_cell(text: str) -> list[dict[str, Any]] | None:
+    """`brand-x` or `brand-x:0.8, other:0.5`: the row's adapters (they replace the batch's)."""
+    refs: list[dict[str, Any]] = []
+    for part in text.split(","):
+        name, _, scale = part.strip().partition(":")
+        if not name.strip():
+            return None
+        ref: dict[str, Any] = {"name": name.strip()}
+        if scale.strip():
+            try:
+                ref["scale"] = float(scale)
+            except ValueError:
+                return None
+            if not math.isfinite(ref["scale"]):
+                return None
+        refs.append(ref)
+    return refs
 
 
 def _parse(name: str, raw: Any) -> Any:
@@ -242,6 +276,8 @@ def _parse(name: str, raw: Any) -> Any:
         except ValueError:
             return None
         return value if math.isfinite(value) else None
+    if name == "loras":
+        return _lora_cell(str(raw))
     if name == "output_format":
         text = str(raw).strip().lower()
         return text if text in ("png", "webp", "jpeg") else None
@@ -255,7 +291,7 @@ def _check_token_window(specs: list[JobSpec], tokenizer: Tokenizer, problems: Pr
     # A few hundred prompts per call: the Rust tokenizer still encodes them in parallel, and only their
     # lengths are kept, so memory does not grow with the catalog.
     for field in ("prompt", "negative_prompt"):
-        indexed = [(s, s.params[field]) for s in specs if s.params.get(field)]
+        indexed = [(s, _encoded_text(s.params, field)) for s in specs if s.params.get(field)]
         for i in range(0, len(indexed), TOKEN_CHUNK):
             chunk = indexed[i : i + TOKEN_CHUNK]
             encodings = tokenizer.encode_batch([chat_wrapped(text) for _, text in chunk], add_special_tokens=False)
@@ -272,3 +308,10 @@ def _check_token_window(specs: list[JobSpec], tokenizer: Tokenizer, problems: Pr
                     )
                     if problems.full:
                         return
+
+
+def _encoded_text(params: Mapping[str, Any], field: str) -> str:
+    # What the text encoder reads: with add_trigger_words the adapters' trigger words come first.
+    if field == "prompt" and params.get("add_trigger_words"):
+        return prompt_with_triggers(params["prompt"], params.get("loras"))
+    return str(params[field])

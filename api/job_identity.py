@@ -25,7 +25,8 @@ def normalized_parameters(params: Mapping[str, Any]) -> dict[str, Any]:
     Defaults and presets are already applied by the caller, so `{}` and `{"width": 1024}` hash the same.
     The prompt is kept as sent: the text encoder sees every character, so whitespace changes the image.
     PNG ignores `quality`, so it is left out for PNG. Renditions are part of what a job delivers, so they
-    count; a job without any hashes as it did before renditions existed.
+    count; a job without any hashes as it did before renditions existed. So do LoRA adapters (resolved:
+    each with its file's sha256), and a job without adapters hashes as before.
     """
     fmt = params["output_format"]
     out = {
@@ -45,6 +46,12 @@ def normalized_parameters(params: Mapping[str, Any]) -> dict[str, Any]:
     }
     if renditions := params.get("renditions"):
         out["renditions"] = [_rendition(r) for r in renditions]
+    if loras := params.get("loras"):
+        # The adapter file (not its name: a new upload under a name is another style) and its scale; the
+        # trigger words when they are prepended, since they change the prompt the encoder reads.
+        out["loras"] = [{"sha256": lora["sha256"], "scale": float(lora["scale"])} for lora in loras]
+        if params.get("add_trigger_words"):
+            out["trigger_words"] = [lora.get("trigger_words") or "" for lora in loras]
     if params.get("mode", "text") != "text":
         # Image modes (issue 12): the inputs' bytes (sha256) and the mode parameters decide the image too, so a
         # different photo never reuses another's images. Text jobs hash as they did before modes existed.

@@ -32,6 +32,7 @@ COLUMNS = [
     "worker",
     "model",
     "model_revision",
+    "loras",
     "test_model_noise",
     "error",
     # image modes (issue 12): what the job started from
@@ -96,6 +97,8 @@ def manifest_lines(job: Job, names: dict[ImageId, str], image_url: ImageUrl) -> 
         "worker": job.worker_name,
         "model": job.model_id,
         "model_revision": job.model_revision,
+        # name:scale:sha256 of each adapter, space separated: the exact file, as in the PNG parameters
+        "loras": " ".join(f"{x['name']}:{x['scale']:g}:{x['sha256']}" for x in job.loras or []),
         "test_model_noise": is_test_model(job.model_id) if job.model_id else "",
         "error": job.error,
         **input_cells(job),

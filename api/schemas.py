@@ -102,6 +102,37 @@ def unique_rendition_names(renditions: list[Rendition]) -> list[Rendition]:
 Renditions = Annotated[list[Rendition], Field(max_length=MAX_RENDITIONS), AfterValidator(unique_rendition_names)]
 
 
+MAX_LORAS = 3
+LORA_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+MAX_LORA_SCALE = 4.0
+
+
+class LoraRef(BaseModel):
+    """A LoRA adapter for one job, by the name it was uploaded under (POST /v1/loras)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=LORA_NAME)
+    scale: float | None = Field(
+        None,
+        ge=-MAX_LORA_SCALE,
+        le=MAX_LORA_SCALE,
+        allow_inf_nan=False,
+        description="how strongly it applies; default: the adapter's default_scale",
+    )
+
+
+def unique_lora_names(loras: list[LoraRef]) -> list[LoraRef]:
+    names = [lora.name for lora in loras]
+    if repeated := sorted({n for n in names if names.count(n) > 1}):
+        raise ValueError(f"each adapter at most once per job; repeated: {', '.join(repeated)}")
+    return loras
+
+
+# A job's adapters: at most MAX_LORAS, each name once.
+Loras = Annotated[list[LoraRef], Field(max_length=MAX_LORAS), AfterValidator(unique_lora_names)]
+
+
 class JobCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -147,6 +178,12 @@ class JobCreate(BaseModel):
     mask_grow: int | None = Field(None, ge=0, le=MAX_MASK_PIXELS, description="px the painted area reaches under")
     placement: Placement | None = Field(None, description="place: where the cutout's product goes")
 
+    loras: Loras = Field(
+        default_factory=list,
+        description="LoRA adapters (brand styles) applied to this job, e.g. [{'name': 'brand-x', 'scale': 0.8}]",
+    )
+    add_trigger_words: bool = Field(False, description="prepend the adapters' trigger words to the prompt")
+
     @field_validator("prompt")
     @classmethod
     def _prompt_has_text(cls, value: str) -> str:
@@ -191,6 +228,12 @@ class WebhookOut(BaseModel):
     delivered_at: datetime | None
 
 
+class JobLora(BaseModel):
+    name: str
+    scale: float
+    sha256: str = Field(description="the adapter file it was submitted with (a later upload under the name is not it)")
+
+
 class JobOut(BaseModel):
     id: str
     status: str
@@ -220,6 +263,7 @@ class JobOut(BaseModel):
     batch_id: str | None = None
     item_key: str | None = Field(None, description="the catalog row's key (e.g. SKU) for batch jobs")
     row_number: int | None = None
+    loras: list[JobLora] = Field(default_factory=list, description="the LoRA adapters it renders with")
     content_hash: str | None = Field(None, description="sha256 of model, normalized parameters and seed")
     precision: str = Field("bf16", description="the precision tier that renders (or rendered) this job")
     waiting_for: str | None = Field(
@@ -257,6 +301,30 @@ class JobList(BaseModel):
     jobs: list[JobOut]
 
 
+class LoraOut(BaseModel):
+    name: str
+    sha256: str = Field(description="of the file: jobs record it, so a new upload under the name is a new style")
+    rank: int = Field(description="the largest rank among its modules")
+    alpha: float = Field(description="LoRA alpha (a module's effect is scale * alpha / rank * B @ A)")
+    targets: list[str] = Field(description="transformer modules it changes; * stands for any block")
+    modules: int = Field(description="how many linear modules it changes")
+    bytes: int
+    trigger_words: str | None
+    default_scale: float
+    shared: bool = Field(description="published by an admin to every tenant")
+    created_at: datetime
+
+
+class LoraList(BaseModel):
+    loras: list[LoraOut]
+
+
+class WorkerAdapter(BaseModel):
+    name: str
+    sha256: str
+    in_slot: bool = Field(description="in the pipeline's adapter slot now (the last adapters it rendered with)")
+
+
 class WorkerOut(BaseModel):
     name: str
     hostname: str
@@ -275,6 +343,7 @@ class WorkerOut(BaseModel):
     warmup_seconds: float | None
     started_at: datetime
     last_heartbeat: datetime
+    adapters: list[WorkerAdapter] = Field(default_factory=list, description="LoRA adapters it holds on its device")
 
 
 class WorkerList(BaseModel):

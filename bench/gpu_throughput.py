@@ -25,13 +25,15 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import httpx
 
+from bench.adapters import adapter_phases, table_rows
 from bench.prompts import prompt
 from core.settings import FarmSettings
 from zfarm.cli.client_commands import parse_renditions
@@ -141,16 +143,21 @@ def run_jobs(
     first: int,
     timeout: float,
     renditions: list[dict[str, Any]] | None = None,
+    loras: Callable[[int], list[dict[str, Any]]] | None = None,
     precision: str = "bf16",
 ) -> dict:
-    """Submits n jobs at once (distinct prompts and seeds), waits for all, returns the figures."""
+    """Submits n jobs at once (distinct prompts and seeds), waits for all, returns the figures. `loras(i)`: the
+    LoRA adapters of job i."""
     t0 = datetime.now(UTC)
     params: dict[str, Any] = {"width": width, "height": height, "steps": steps, "guidance_scale": 0.0}
     if precision != "bf16":
         params["precision"] = precision
     if renditions:
         params["renditions"] = renditions
-    ids = [client.submit(prompt(first + i), seed=first + i, **params)["id"] for i in range(n)]
+    ids = []
+    for i in range(n):
+        styled = {"loras": loras(i)} if loras else {}
+        ids.append(client.submit(prompt(first + i), seed=first + i, **params, **styled)["id"])
     submitted = (datetime.now(UTC) - t0).total_seconds()
     jobs = _wait_all(client, ids, timeout)
     size = f"{width}x{height}"
@@ -258,6 +265,8 @@ def stage_anchor(a: argparse.Namespace) -> list[dict]:
 def stage_farm(a: argparse.Namespace, model: str, result: dict) -> None:
     sizes = [tuple(int(v) for v in s.split("x")) for s in a.sizes.split(",")]
     env = {"ZFARM_WARMUP_SIZE": str(sizes[0][0]), **dict(kv.split("=", 1) for kv in a.env)}
+    if a.loras and a.lora_rank > 64:  # the slot must hold the benchmark's adapter (64 is the farm's default)
+        env.setdefault("ZFARM_LORA_SLOT_RANK", str(a.lora_rank))
     data = a.workdir / "farm-full"
     with running_farm(data, model, a.policy, a.device, env, a.ready_timeout) as (farm, client, cold):
         result["cold_start"] = cold
@@ -278,8 +287,21 @@ def stage_farm(a: argparse.Namespace, model: str, result: dict) -> None:
             _save(a, result)
         if a.idle_jobs:
             result["idle"] = run_idle(client, a.idle_jobs, sizes[0][0], a.steps, base, a.phase_timeout)
+        if a.loras:
+            result["adapters"] = stage_adapters(a, client, farm, sizes[0])
+            _save(a, result)
         time.sleep(1.0)  # the last finishing thread logs before we read
         result["worker_stats"] = summarize_stats(worker_stats(farm), a.jobs)
+
+
+def stage_adapters(a: argparse.Namespace, client: Client, farm: Farm, size: tuple[int, int]) -> dict:
+    """LoRA adapters on the same farm (bench/adapters.py): one adapter against none, switches between jobs."""
+    try:
+        jobs = partial(run_jobs, client, steps=a.steps, timeout=a.phase_timeout)
+        kind = "tiny" if a.tiny else "z-image"
+        return adapter_phases(client, jobs, lambda: worker_stats(farm), a.workdir, kind, a.lora_rank, a.loras, size)
+    except Exception as exc:  # the other figures of the run stand without these
+        return {"error": f"{type(exc).__name__}: {exc}"[:1000]}
 
 
 def stage_fp8(a: argparse.Namespace, model: str, result: dict, tier: str = "fp8") -> None:
@@ -423,6 +445,8 @@ def table(result: dict) -> str:
             f"| idle farm, one job at a time ({i['size']}) | latency p50 {i['latency_p50_s']} s, GPU p50 "
             f"{i['gpu_p50_s']} s, ratio {i['latency_over_gpu']} |"
         )
+    if "adapters" in result:
+        rows.extend(table_rows(result["adapters"]))
     if "cold_start" in result:
         c = result["cold_start"]
         took = f"{c['cold_start_s']} s (load {_r(c['load_s'])} s, warmup {_r(c['warmup_s'])} s)"
@@ -529,6 +553,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument(
         "--renditions", default="", help="e.g. thumb=512x512:webp:85: a phase at the first size with these renditions"
     )
+    ap.add_argument("--loras", type=int, default=0, help="jobs per LoRA phase (none, one, alternating); 0: skip")
+    ap.add_argument("--lora-rank", type=int, default=64, help="rank of the random adapters of the LoRA phases")
     ap.add_argument("--policy", default="full", help="memory policy of the main farm")
     ap.add_argument("--levers", action="store_true", help="also time single levers in-process (bench.levers)")
     ap.add_argument("--ladder", action="store_true", help="issue 15's levers in-process (bench.lever_ladder)")

@@ -28,6 +28,7 @@ import redis
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from control.affinity import Affinity
 from control.enqueue import Enqueuer
 from core.queues import DEFAULT_PRECISION, PRECISIONS
 from models import Batch, Job, JobStatus, Lane, Worker, WorkerState
@@ -49,6 +50,11 @@ class Dispatcher:
     def __post_init__(self) -> None:
         self.redis = redis.Redis.from_url(self.redis_url)
         self.queue = self.enqueuer.queues[Lane.BULK]
+        # Jobs with LoRA adapters go to a worker of their tier that holds them (control/affinity.py).
+        self.affinities: dict[str, Affinity] = {
+            p: Affinity(self.sessions, self.redis, self.enqueuer.queue_for(Lane.BULK, p), self.offline_after, p)
+            for p in PRECISIONS
+        }
 
     def top_up(self) -> int:
         """One round for each precision tier (each has its own bulk queue and workers): how many ids it sent."""
@@ -61,7 +67,10 @@ class Dispatcher:
             return 0  # another API process is dispatching right now
         try:
             # Messages without a priority sit in the plain list; the farm never sets one.
-            missing = self.target_depth(precision) - int(cast(int, self.redis.llen(queue)))
+            affinity = self.affinities[precision]
+            affinity.drain_offline()
+            waiting = int(cast(int, self.redis.llen(queue))) + affinity.waiting()
+            missing = self.target_depth(precision) - waiting
             return self._dispatch(missing, precision) if missing > 0 else 0
         finally:
             try:
@@ -108,7 +117,11 @@ class Dispatcher:
         picks, served = take_turns(order, heads, count, tenant_of)
         if not picks:
             return 0
-        sent = self.enqueuer.send(picks, Lane.BULK)
+        affinity = self.affinities[precision]
+        sent: list[str] = []
+        for queue, ids in affinity.route(picks).items():
+            own = None if queue == affinity.bulk_queue else queue  # a worker's own queue, else the tier's
+            sent.extend(self.enqueuer.send(ids, Lane.BULK, queue=own))
         # The batch served last in this round goes last in the next one.
         now = utcnow()
         last_turn = {batch_id: position for position, batch_id in enumerate(served)}

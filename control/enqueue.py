@@ -33,20 +33,23 @@ class Enqueuer:
         interactive = precision_queue(self.queue, precision)
         return interactive if lane == Lane.INTERACTIVE else bulk_queue_name(interactive)
 
-    def send(self, job_ids: Iterable[str], lane: Lane = Lane.INTERACTIVE) -> list[str]:
-        """Sends each id to its lane's queue of its precision; returns those sent. Unsent rows keep enqueued_at
-        unset."""
+    def send(self, job_ids: Iterable[str], lane: Lane = Lane.INTERACTIVE, queue: str | None = None) -> list[str]:
+        """Sends each id to its lane's queue of its precision (or to `queue`: a worker's own, control/affinity.py);
+        returns those sent. Unsent rows keep enqueued_at unset."""
         ids = list(job_ids)
-        tiers: dict[str, str] = {}
-        with self.sessions() as s:
-            for i in range(0, len(ids), PIPELINE):
-                chunk = ids[i : i + PIPELINE]
-                tiers.update(s.execute(select(Job.id, Job.precision).where(Job.id.in_(chunk))).tuples().all())
         sent: list[str] = []
-        for precision in sorted(set(tiers.values()) | {DEFAULT_PRECISION}):
-            group = [i for i in ids if tiers.get(i, DEFAULT_PRECISION) == precision]
-            if group:
-                sent.extend(self._send(group, self.queue_for(lane, precision)))
+        if queue is not None:
+            sent = self._send(ids, queue)
+        else:
+            tiers: dict[str, str] = {}
+            with self.sessions() as s:
+                for i in range(0, len(ids), PIPELINE):
+                    chunk = ids[i : i + PIPELINE]
+                    tiers.update(s.execute(select(Job.id, Job.precision).where(Job.id.in_(chunk))).tuples().all())
+            for precision in sorted(set(tiers.values()) | {DEFAULT_PRECISION}):
+                group = [i for i in ids if tiers.get(i, DEFAULT_PRECISION) == precision]
+                if group:
+                    sent.extend(self._send(group, self.queue_for(lane, precision)))
         if sent:
             with transaction(self.sessions) as s:
                 for i in range(0, len(sent), PIPELINE):

@@ -19,6 +19,11 @@ def bulk_queue_name(queue: str) -> str:
     return f"{queue}.bulk"
 
 
+def direct_queue_name(bulk_queue: str, worker: str) -> str:
+    """One worker's own bulk queue: batch jobs whose LoRA adapters it already holds (control/affinity.py)."""
+    return f"{bulk_queue}@{worker}"
+
+
 def precision_queue(queue: str, precision: str) -> str:
     """The interactive queue of a precision tier; `bulk_queue_name` of it is the tier's bulk queue."""
     return queue if precision == DEFAULT_PRECISION else f"{queue}.{precision}"

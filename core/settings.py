@@ -119,6 +119,14 @@ class FarmSettings(BaseSettings):
     bulk_queue_depth: int | None = Field(None, ge=1, le=10_000)
     dispatch_every_seconds: float = Field(0.5, gt=0, le=60)
 
+    # LoRA adapters (issue 13). Workers hold one adapter slot of this rank in the transformer (the adapters of one
+    # job, added up, must fit in it; with compiled blocks every switch is a copy into it, never a recompile);
+    # 0 turns adapters off. The last `lora_device_cache` adapters stay on the GPU, files on the worker's disk.
+    max_lora_bytes: int = Field(512 * 1024 * 1024, ge=1024)
+    lora_slot_rank: int = Field(64, ge=0, le=768)
+    lora_device_cache: int = Field(4, ge=1, le=64)
+    lora_disk_cache_bytes: int = Field(20 * 1024**3, ge=1024 * 1024)
+
     @field_validator("model")
     @classmethod
     def _model_not_empty(cls, value: str) -> str:
@@ -195,6 +203,10 @@ class FarmSettings(BaseSettings):
     @property
     def storage_dir(self) -> Path:
         return (self.data_dir / "images").resolve()
+
+    @property
+    def lora_cache_dir(self) -> Path:
+        return (self.data_dir / "lora-cache").resolve()
 
     @property
     def compile_cache_dir(self) -> Path | None:

@@ -27,6 +27,13 @@ def image_key(job_id: str, index: int, fmt: str, rendition: str = "") -> str:
     return f"jobs/{job_id[:2]}/{job_id}/{stem}.{ext}"
 
 
+def lora_key(sha256: str) -> str:
+    """A LoRA adapter file, named by its content: the same file uploaded twice (or by two tenants) is stored once."""
+    if not re.fullmatch(r"[0-9a-f]{64}", sha256):
+        raise ValueError(f"sha256 must be 64 lowercase hex characters (got {sha256!r})")
+    return f"loras/{sha256[:2]}/{sha256}.safetensors"
+
+
 def asset_key(asset_id: str) -> str:
     """An uploaded input image, stored normalized as PNG: the key comes from the asset id, never the file name."""
     if not re.fullmatch(r"[0-9a-f]{32}", asset_id):
@@ -39,10 +46,11 @@ class Storage(Protocol):
     def open(self, key: str) -> BinaryIO: ...
     def exists(self, key: str) -> bool: ...
     def path(self, key: str) -> Path | None: ...
+    def delete(self, key: str) -> None: ...
 
 
 class LocalStorage:
-    """A directory on local disk (or a shared mount). An S3-compatible store implements the same four calls."""
+    """A directory on local disk (or a shared mount). An S3-compatible store implements the same five calls."""
 
     def __init__(self, root: Path) -> None:
         self.root = root.resolve()
@@ -73,3 +81,6 @@ class LocalStorage:
 
     def path(self, key: str) -> Path | None:
         return self._file(key)
+
+    def delete(self, key: str) -> None:
+        self._file(key).unlink(missing_ok=True)

@@ -6,6 +6,7 @@ from models.base import Base
 from models.batches import Batch, PromptTemplate
 from models.db import make_engine, make_session_factory
 from models.jobs import Image, Job, Lane
+from models.loras import Lora
 from models.statuses import FINAL_STATUSES, JobStatus
 from models.webhooks import DeliveryState, WebhookDelivery
 from models.workers import Worker, WorkerState
@@ -21,6 +22,7 @@ __all__ = [
     "FINAL_STATUSES",
     "JobStatus",
     "Lane",
+    "Lora",
     "PromptTemplate",
     "WebhookDelivery",
     "Worker",

@@ -63,6 +63,11 @@ class Job(Base):
     precision: Mapped[str] = mapped_column(String(8), default="bf16", server_default="bf16")
     # Extra outputs made on the worker's CPU from each rendered image (api.schemas.Rendition, as dicts).
     renditions: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON, default=None)
+    # LoRA adapters (models/loras.py), resolved at submission: name, sha256, scale, trigger_words, rank.
+    loras: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON, default=None)
+    # Their signature (models.loras.signature): jobs render together only with equal signatures.
+    adapters: Mapped[str | None] = mapped_column(String(300), default=None)
+    add_trigger_words: Mapped[bool] = mapped_column(default=False, server_default=false())
     # Image inputs (issue 12): `text` renders from the prompt alone; img2img, inpaint and place start from assets.
     mode: Mapped[str] = mapped_column(String(16), default="text", server_default="text")
     image_asset_id: Mapped[str | None] = mapped_column(ForeignKey("assets.id"), default=None)

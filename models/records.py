@@ -38,6 +38,8 @@ def parameters(job: Job) -> dict[str, Any]:
         "output_format": job.output_format,
         "quality": job.quality,
         "renditions": job.renditions or [],
+        "loras": [{"name": lora["name"], "scale": lora["scale"]} for lora in job.loras or []],
+        "add_trigger_words": job.add_trigger_words,
         "mode": job.mode,
         **(job.mode_parameters or {}),  # strength, mask_blur, mask_grow, placement: as the job runs them
     }
@@ -92,6 +94,7 @@ def job_record(job: Job, base_url: str) -> dict[str, Any]:
         "batch_id": job.batch_id,
         "item_key": job.item_key,
         "row_number": job.row_number,
+        "loras": [{k: lora[k] for k in ("name", "scale", "sha256")} for lora in job.loras or []],
         "content_hash": job.content_hash,
         "reused_from": job.reused_from,
         "precision": job.precision,

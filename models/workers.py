@@ -2,8 +2,9 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 from enum import StrEnum
+from typing import Any
 
-from sqlalchemy import Float, Integer, String, select
+from sqlalchemy import JSON, Float, Integer, String, select
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from models.base import Base, utcnow
@@ -40,6 +41,8 @@ class Worker(Base):
     warmup_seconds: Mapped[float | None] = mapped_column(Float, default=None)
     started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     last_heartbeat: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # LoRA adapters it holds on the device: {"slot": signature in the pipeline or null, "held": [{name, sha256}]}
+    adapters: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
 
 
 def live_precisions(session: Session, offline_after_seconds: float) -> set[str]:

@@ -26,6 +26,7 @@ COMMANDS = [
     "retry-failed",
     "webhooks",
     "keys",
+    "loras",
 ]
 
 

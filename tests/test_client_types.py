@@ -13,7 +13,17 @@ from pydantic import BaseModel
 from api.batch_schemas import BatchCreated as BatchCreatedOut
 from api.batch_schemas import BatchOut
 from api.image_schemas import AssetOut, InputOut
-from api.schemas import ImageOut, JobOut, JobProgress, RenditionOut, WebhookOut, WorkerOut
+from api.schemas import (
+    ImageOut,
+    JobLora,
+    JobOut,
+    JobProgress,
+    LoraOut,
+    RenditionOut,
+    WebhookOut,
+    WorkerAdapter,
+    WorkerOut,
+)
 from zfarm.client import types
 
 REPO = Path(__file__).resolve().parents[1]
@@ -30,6 +40,9 @@ REPO = Path(__file__).resolve().parents[1]
         (types.Rendition, RenditionOut),
         (types.Progress, JobProgress),
         (types.Webhook, WebhookOut),
+        (types.Lora, LoraOut),
+        (types.JobLora, JobLora),
+        (types.WorkerAdapter, WorkerAdapter),
         (types.Asset, AssetOut),
         (types.Input, InputOut),
     ],

@@ -37,7 +37,9 @@ def claim_companions(
     if budget <= 0:
         return []
     with sessions() as s:
-        lane, batch_id = s.execute(select(Job.lane, Job.batch_id).where(Job.id == leader_id)).one()
+        lane, batch_id, adapters = s.execute(
+            select(Job.lane, Job.batch_id, Job.adapters).where(Job.id == leader_id)
+        ).one()
         rows = s.execute(
             select(Job.id, Job.num_images)
             .where(
@@ -45,6 +47,8 @@ def claim_companions(
                 # beside it, and a campaign's turn (api/dispatcher.py) is not spent on another campaign's rows.
                 Job.lane == lane,
                 Job.batch_id.is_(None) if batch_id is None else Job.batch_id == batch_id,
+                # One call renders with one set of LoRA adapters (the slot holds one): never mix styles.
+                Job.adapters.is_(None) if adapters is None else Job.adapters == adapters,
                 Job.status == JobStatus.QUEUED,
                 Job.width == leader.width,
                 Job.height == leader.height,

@@ -24,6 +24,7 @@ from models.base import utcnow
 from models.db import transaction
 from models.dedup import copied_images, find_reusable, reused_values
 from models.lifecycle import Outcome
+from models.loras import lora_parameters, prompt_with_triggers
 from models.statuses import FINAL_STATUSES
 from worker.batching import batch_limit, claim_companions, split_seconds
 from worker.finishing import Finisher
@@ -221,7 +222,8 @@ def claim_job(job_id: str, ctx: JobContext) -> RenderRequest | Outcome:
         ctx.in_flight.add(job_id)
         s.execute(update(Worker).where(Worker.name == ctx.name).values(state="busy", current_job_id=job_id))
         return RenderRequest(
-            prompt=job.prompt,
+            # With add_trigger_words the adapters' trigger words lead the prompt the encoder reads.
+            prompt=prompt_with_triggers(job.prompt, job.loras) if job.add_trigger_words else job.prompt,
             negative_prompt=job.negative_prompt,
             width=job.width,
             height=job.height,
@@ -233,6 +235,7 @@ def claim_job(job_id: str, ctx: JobContext) -> RenderRequest | Outcome:
                 "quality": job.quality,
                 "truncate_prompt": job.truncate_prompt,
                 "renditions": job.renditions or [],
+                "loras": job.loras or [],
                 "attempt": job.attempts + 1,
                 "precision": job.precision,
                 "inputs": input_spec(job),
@@ -317,6 +320,7 @@ def generation_parameters(req: RenderRequest, seed: int, ctx: JobContext) -> dic
         "model": src.model_id if src else ctx.runtime.model,
         "model_revision": src.revision if src else None,
         "test_model_noise": ctx.runtime.is_test_model,
+        **lora_parameters(req.extra.get("loras")),
         "precision": ctx.runtime.precision,
         **(req.inputs.described if req.inputs is not None else {}),
     }

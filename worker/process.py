@@ -7,6 +7,7 @@ import logging
 import os
 import socket
 import threading
+from collections.abc import Callable
 from functools import partial
 
 import torch
@@ -18,6 +19,7 @@ from core.storage import LocalStorage
 from models import Job, Worker, WorkerState, lifecycle, make_engine, make_session_factory
 from models.base import utcnow
 from models.db import transaction
+from worker.adapters import adapter_library, record_adapters
 from worker.finishing import Finisher
 from worker.jobs import JobContext
 from worker.runtime import Runtime
@@ -29,6 +31,7 @@ log = logging.getLogger(__name__)
 def start_worker_process(settings: FarmSettings, name: str) -> JobContext:
     # 1. One engine per process, made here in the child, never inherited across fork.
     sessions = make_session_factory(make_engine(settings.resolved_database_url))
+    storage = LocalStorage(settings.storage_dir)
     runtime = Runtime(
         model=settings.model,
         revision=settings.model_revision,
@@ -41,6 +44,7 @@ def start_worker_process(settings: FarmSettings, name: str) -> JobContext:
         compile_backend=settings.compile_backend,
         encode_unpadded=settings.encode_unpadded,
         batch_max_images=settings.batch_max_images,
+        adapters=adapter_library(settings, storage, partial(record_adapters, sessions, name)),
         precision=settings.precision,
         fuse_mode=settings.fuse,
         compile_cache_dir=settings.compile_cache_dir,
@@ -50,7 +54,10 @@ def start_worker_process(settings: FarmSettings, name: str) -> JobContext:
     # A tier this machine cannot run stops here, before the worker row says it runs it (`zfarm worker` checks too).
     runtime.check_precision()
     register(sessions, name, runtime)
-    Heartbeat(sessions, name, settings.heartbeat_seconds).start()
+    # The beat carries the adapters it holds too: a row update missed at a switch is mended within a beat.
+    Heartbeat(
+        sessions, name, settings.heartbeat_seconds, extra=runtime.adapters.row if runtime.adapters else None
+    ).start()
     # 2. Load the pipeline under the card's memory policy.
     runtime.load()
     set_state(
@@ -83,7 +90,7 @@ def start_worker_process(settings: FarmSettings, name: str) -> JobContext:
         name=name,
         runtime=runtime,
         sessions=sessions,
-        storage=LocalStorage(settings.storage_dir),
+        storage=storage,
         max_attempts=settings.max_attempts,
         offline_after_seconds=settings.worker_offline_after_seconds,
         time_limit_seconds=get_settings().job_time_limit_seconds,
@@ -115,6 +122,7 @@ def register(sessions: sessionmaker[Session], name: str, runtime: Runtime) -> No
             utcnow(),
         )
         row.model_id, row.memory_policy = runtime.model, runtime.requested_policy
+        row.adapters = None  # a new process holds no adapters yet (worker/adapters.py reports what it loads)
         row.precision = runtime.precision
         s.add(row)
         # A process that just started runs nothing: jobs still marked running under this name were cut off
@@ -130,15 +138,23 @@ def set_state(sessions: sessionmaker[Session], name: str, state: WorkerState, **
 class Heartbeat(threading.Thread):
     """Refreshes the worker row while the process lives; a stale row means the worker is gone."""
 
-    def __init__(self, sessions: sessionmaker[Session], name: str, every: float) -> None:
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        name: str,
+        every: float,
+        extra: Callable[[], dict[str, object]] | None = None,
+    ) -> None:
         super().__init__(name=f"heartbeat-{name}", daemon=True)
-        self.sessions, self.worker, self.every = sessions, name, every
+        self.sessions, self.worker, self.every, self.extra = sessions, name, every, extra
         self.stopped = threading.Event()
 
     def run(self) -> None:
         while not self.stopped.wait(self.every):
             try:
                 values: dict[str, object] = {"last_heartbeat": utcnow(), "pid": os.getpid()}
+                if self.extra is not None:
+                    values.update(self.extra())
                 if torch.cuda.is_available() and torch.cuda.is_initialized():
                     free, total = torch.cuda.mem_get_info()
                     values["gpu_memory_total_mib"] = total // 2**20

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import platform
 import time
@@ -73,6 +74,8 @@ class Runtime:
     image_pipes: ImagePipelines = field(default=None, repr=False)  # type: ignore[assignment]  # set by load()
     base_policy: str = "full"
     relief: list[str] = field(default_factory=list)
+    # LoRA adapters (worker/adapters.py): the pipeline's adapter slot, its caches; None when adapters are off.
+    adapters: Any = field(default=None, repr=False)
 
     def load(self) -> None:
         started = time.perf_counter()
@@ -84,7 +87,10 @@ class Runtime:
         self._check_precision(self.device, self.policy)
         pipe = load_pipeline(self.source, dtype)
         compile_on = acceleration.should_compile(self.compile_mode, self.device, self.policy)
-        if self.fuse_mode == "on" or (self.fuse_mode == "auto" and compile_on):
+        fuse = self.fuse_mode == "on" or (self.fuse_mode == "auto" and compile_on)
+        if self.adapters is not None:
+            fuse = self._adapter_slot(pipe, dtype, fuse)
+        if fuse:
             fusion.fuse_transformer(pipe.transformer)  # before the weights move: no second copy on the card
             self.fused = True
         # The image pipelines share these modules, so FP8, compile and the policy below apply to them too.
@@ -97,6 +103,24 @@ class Runtime:
         if compile_on:
             self._compile(pipe)
         self.load_seconds = time.perf_counter() - started
+
+    def _adapter_slot(self, pipe: Any, dtype: torch.dtype, fuse: bool) -> bool:
+        """The LoRA adapter slot (worker/adapters.py), before fusing and compiling; says whether to fuse still.
+
+        The slot wraps to_q/to_k/to_v and w1/w3, which fusion replaces by stacked matrices: with the slot the blocks
+        stay unfused (ZFARM_FUSE=auto), and ZFARM_FUSE=on is refused. The fp8 tier's quantized layers hold no slot.
+        """
+        if self.precision != "bf16":
+            log.warning("LoRA adapters render on the bf16 tier only: no adapter slot on this %s worker", self.precision)
+            self.adapters = None
+            return fuse
+        if self.fuse_mode == "on":
+            raise RuntimeError(
+                "ZFARM_FUSE=on stacks the q/k/v and w1/w3 projections that LoRA adapters change: set ZFARM_FUSE=auto "
+                "(no fusion while adapters are on) or ZFARM_LORA_SLOT_RANK=0 (no adapters)"
+            )
+        self.adapters.install(pipe, self.device, dtype)  # before compiling: adapter switches then compile nothing
+        return False
 
     def check_precision(self) -> None:
         """Raises PrecisionUnavailable when this machine cannot run the precision asked for (before any loading)."""
@@ -135,6 +159,9 @@ class Runtime:
         started = time.perf_counter()
         try:
             self._warm(size)
+            if self.adapters is not None and self.compiled:
+                with self.adapters.warming():  # the same graphs with the adapter slot on
+                    self._warm(size)
         except Exception as exc:
             if not self.compiled:
                 raise
@@ -175,7 +202,8 @@ class Runtime:
             memory.set_vae_tiling(self.pipe, reqs[0].width * reqs[0].height >= self.vae_tiling_min_pixels)
         if self.device == "cuda":
             torch.cuda.reset_peak_memory_stats()  # stats() then reports this call's peak
-        with torch.inference_mode():
+        styles = self.adapters.use(reqs[0].extra.get("loras")) if self.adapters else contextlib.nullcontext()
+        with styles, torch.inference_mode():  # jobs rendered together share their adapters (worker/batching.py)
             if reqs[0].inputs is not None:  # image modes: one job a call, never batched (worker/batching.py)
                 hook = partial(faults.corrupt_output, fault, try_index)
                 return [render_from_image(self.image_pipes, reqs[0], on_step, output_hook=hook)]
@@ -209,6 +237,7 @@ class Runtime:
             "fp8_layers": self.fp8_layers,
             "graphs": acceleration.graphs_compiled(),
             **acceleration.memory_stats(self.device),
+            **(self.adapters.stats() if self.adapters else {}),
         }
 
     def prompt_tokens(self, text: str) -> int:

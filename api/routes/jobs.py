@@ -15,6 +15,7 @@ from api.callbacks import callback_problem
 from api.deps import EnqueuerDep, SessionDep, SettingsDep, StorageDep
 from api.image_modes import IMAGE_FIELDS, replay_matches, resolve_job
 from api.job_identity import content_hash
+from api.lora_refs import LoraProblem, job_loras, same_loras
 from api.prompt_checks import check_job, refuse
 from api.refusals import Refusal
 from api.schemas import (
@@ -28,6 +29,7 @@ from control.webhook_sweep import send_now
 from models import Image, Job, JobStatus, Lane, WebhookDelivery, lifecycle
 from models.base import utcnow
 from models.dedup import copied_images, find_reusable, reused_values
+from models.loras import signature
 from models.records import job_record
 from models.statuses import FINAL_STATUSES
 from models.workers import live_precisions
@@ -88,6 +90,10 @@ def create_job(
     check_job(body.model_copy(update={"width": resolved.width, "height": resolved.height}), settings)
     if (bad_callback := callback_problem(body.callback_url, settings)) is not None:
         raise refuse("callback_url", *bad_callback)
+    try:
+        loras = job_loras(session, principal.tenant, body, settings)
+    except LoraProblem as exc:
+        raise refuse(exc.field, exc.value, exc.rule) from exc
     request.app.state.quotas.check_submit(session, principal)
     # 1. Commit the row first: a 202 means the job exists even if Redis is down right now.
     job = Job(
@@ -105,6 +111,9 @@ def create_job(
         output_format=body.output_format,
         quality=body.quality,
         renditions=[r.model_dump() for r in body.renditions] or None,
+        loras=loras or None,
+        adapters=signature(loras),
+        add_trigger_words=body.add_trigger_words,
         dedup=body.dedup,
         attempts=0,
         cancel_requested=False,
@@ -120,6 +129,7 @@ def create_job(
         # The outbox row is written with the job, so its ending can never be missed.
         job.webhook = WebhookDelivery(url=str(body.callback_url), created_at=utcnow(), updated_at=utcnow())
     asked = {**body.model_dump(), "seed": job.seed, "width": job.width, "height": job.height, **resolved.identity()}
+    asked["loras"] = loras  # resolved: each adapter with its file's sha256
     job.content_hash = content_hash(asked, settings.model, settings.model_revision)
     original = find_reusable(session, [job.content_hash], principal.tenant, settings.model) if body.dedup else {}
     if original:
@@ -154,7 +164,7 @@ def _replayed_job(session: SessionDep, key: str, body: JobCreate) -> Job | None:
     if job is None:
         return None
     own_size = body.mode in ("img2img", "inpaint") and not {"width", "height"} & body.model_fields_set
-    exclude = {"dedup", "seed", "callback_url", *IMAGE_FIELDS, *(("width", "height") if own_size else ())}
+    exclude = {"dedup", "seed", "callback_url", "loras", *IMAGE_FIELDS, *(("width", "height") if own_size else ())}
     asked = body.model_dump(exclude=exclude, exclude_unset=False)
     asked["renditions"] = asked["renditions"] or None
     stored = {name: getattr(job, name) for name in asked}
@@ -165,6 +175,8 @@ def _replayed_job(session: SessionDep, key: str, body: JobCreate) -> Job | None:
         or (body.seed is not None and body.seed != job.seed)
         or callback[0] != callback[1]
     ):
+        raise HTTPException(409, detail="this Idempotency-Key was used for a different job; use a new key")
+    if not same_loras(body.loras, job.loras):
         raise HTTPException(409, detail="this Idempotency-Key was used for a different job; use a new key")
     return job
 

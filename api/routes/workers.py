@@ -10,6 +10,7 @@ from api.deps import SessionDep, SettingsDep
 from api.schemas import WorkerList, WorkerOut
 from models import Worker, WorkerState
 from models.base import utcnow
+from models.loras import held_adapters
 
 router = APIRouter(prefix="/v1/workers", tags=["workers"])
 
@@ -19,7 +20,8 @@ def list_workers(session: SessionDep, settings: SettingsDep, _admin: AdminDep) -
     stale_before = utcnow() - timedelta(seconds=settings.worker_offline_after_seconds)
     out = []
     for w in session.scalars(select(Worker).order_by(Worker.name)):
-        item = WorkerOut.model_validate(w, from_attributes=True)
+        fields = {name: getattr(w, name) for name in WorkerOut.model_fields if name != "adapters"}
+        item = WorkerOut(**fields, adapters=held_adapters(w.adapters))
         if w.last_heartbeat < stale_before:
             item.state = WorkerState.OFFLINE  # no heartbeat: whatever it last said, it is gone
         out.append(item)

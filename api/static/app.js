@@ -172,6 +172,9 @@ async function submitJob(event) {
   for (const name of ["width", "height", "steps", "seed", "num_images"]) {
     if (form[name].value !== "") body[name] = Number(form[name].value);
   }
+  const loras = chosenLoras();
+  if (loras.length) body.loras = loras;
+  if (loras.length && $("#add_trigger_words").checked) body.add_trigger_words = true;
   const err = $("#submit-error");
   err.hidden = true;
   try {
@@ -185,6 +188,36 @@ async function submitJob(event) {
     err.textContent = e.message;
     err.hidden = false;
   }
+}
+
+// ---- LoRA adapters (brand styles) ----------------------------------------------------------------
+
+// The pickers list the adapters this key may use; an empty scale means the adapter's default_scale.
+async function loadLoras() {
+  let loras = [];
+  try {
+    ({ loras } = await getJSON("/v1/loras"));
+  } catch (_) { /* older farm, or no key yet: the pickers stay empty */ }
+  for (const select of document.querySelectorAll("#loras .lora-name")) {
+    const chosen = select.value;
+    select.replaceChildren(el("option", { value: "" }, "none"),
+      ...loras.map((l) => el("option", { value: l.name }, `${l.name} (rank ${l.rank}, ×${l.default_scale})`)));
+    select.value = loras.some((l) => l.name === chosen) ? chosen : "";
+  }
+}
+
+function chosenLoras() {
+  const out = [];
+  for (const label of document.querySelectorAll("#loras .lora")) {
+    const name = label.querySelector(".lora-name").value;
+    const scale = label.querySelector(".lora-scale").value;
+    if (name) out.push(scale === "" ? { name } : { name, scale: Number(scale) });
+  }
+  return out;
+}
+
+function loraText(loras) {
+  return (loras || []).map((l) => `${l.name} ×${l.scale} (${short(l.sha256)})`).join(", ") || "–";
 }
 
 // ---- gallery and detail --------------------------------------------------------------------------
@@ -216,7 +249,7 @@ function showDetail(job, index = 0) {
     ["Guidance", p.guidance_scale], ["Format", p.output_format], ["Queued", secs(job.queued_seconds)],
     ["GPU time", secs(job.gpu_seconds)], ["Worker", job.worker_name || "–"], ["Device", job.device_name || "–"],
     ["Memory policy", job.memory_policy || "–"], ["Model", `${job.model_id || "–"} ${job.model_revision || ""}`],
-    ["SHA-256", image ? image.sha256 : "–"],
+    ["SHA-256", image ? image.sha256 : "–"], ["LoRA adapters", loraText(job.loras)],
   ];
   $("#detail-body").replaceChildren(
     job.test_model_noise
@@ -333,6 +366,7 @@ async function renderWorkers() {
     el("td", {}, w.gpu_name || w.device), el("td", {}, `${mib(w.gpu_memory_used_mib)} / ${mib(w.gpu_memory_total_mib)}`),
     el("td", {}, w.memory_policy || "–"), el("td", {}, w.model_id || "–"), el("td", {}, w.jobs_done),
     el("td", {}, w.current_job_id ? el("code", {}, short(w.current_job_id)) : "–"),
+    el("td", { class: "adapters" }, (w.adapters || []).map((a) => a.in_slot ? `${a.name} (in slot)` : a.name).join(", ") || "–"),
     el("td", {}, `${Math.max(0, Math.round((now - Date.parse(w.last_heartbeat)) / 1000))} s ago`))));
 }
 
@@ -348,6 +382,7 @@ function route() {
   clearInterval(timer);
   const refresh = { submit: refreshLive, gallery: renderGallery, workers: renderWorkers }[name];
   const run = () => refresh && refresh().catch((e) => console.warn(e.message));
+  if (name === "submit") loadLoras();
   if (name === "batch") renderBatch(decodeURIComponent(arg)).catch((e) => console.warn(e.message));
   run();
   if (name === "submit" || name === "workers") timer = setInterval(run, 3000);

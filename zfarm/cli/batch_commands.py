@@ -9,7 +9,15 @@ from typing import Any
 import click
 from tqdm import tqdm
 
-from zfarm.cli.client_commands import RENDITION_HELP, _client, key_option, parse_renditions, url_option
+from zfarm.cli.client_commands import (
+    LORA_HELP,
+    RENDITION_HELP,
+    _client,
+    key_option,
+    parse_loras,
+    parse_renditions,
+    url_option,
+)
 from zfarm.cli.image_options import image_mode_options, mode_fields
 from zfarm.client import Batch, BatchCreated, Client, ZfarmError
 
@@ -62,6 +70,8 @@ def summary(batch: Batch) -> str:
     "--precision", type=click.Choice(["bf16", "fp8"]), default=None, help="bf16 (default, exact) or fp8 (faster)."
 )
 @click.option("--rendition", "renditions", multiple=True, help=RENDITION_HELP)
+@click.option("--lora", "loras", multiple=True, help=LORA_HELP + " Every row; a row's `lora` column beats it.")
+@click.option("--add-trigger-words", is_flag=True, help="Prepend the adapters' trigger words to every prompt.")
 @click.option(
     "--images",
     type=click.Path(exists=True, path_type=Path),
@@ -89,6 +99,8 @@ def batch(
     no_dedup: bool,
     precision: str | None,
     renditions: tuple[str, ...],
+    loras: tuple[str, ...],
+    add_trigger_words: bool,
     callback_url: str | None,
     idempotency_key: str | None,
     wait: bool,
@@ -101,6 +113,10 @@ def batch(
 ) -> None:
     """Submit a catalog (CSV or JSONL) with a template as one batch; prints its id."""
     defaults = _parse_set(settings)
+    if loras:
+        defaults["loras"] = parse_loras(loras)
+    if add_trigger_words:
+        defaults["add_trigger_words"] = True
     with _client(url, api_key) as client:
         try:
             created = client.upload_batch(

@@ -64,6 +64,24 @@ def parse_renditions(specs: tuple[str, ...]) -> list[dict[str, Any]] | None:
     return out or None
 
 
+LORA_HELP = "A LoRA adapter (see `zfarm loras list`), NAME or NAME:SCALE, e.g. brand-x:0.8 (repeatable, at most 3)."
+
+
+def parse_loras(specs: tuple[str, ...]) -> list[dict[str, Any]] | None:
+    """`brand-x:0.8` -> {"name": "brand-x", "scale": 0.8}; without a scale the adapter's default applies."""
+    out: list[dict[str, Any]] = []
+    for spec in specs:
+        name, _, scale = spec.strip().partition(":")
+        item: dict[str, Any] = {"name": name}
+        if scale:
+            try:
+                item["scale"] = float(scale)
+            except ValueError:
+                raise click.BadParameter(f"{spec!r}: expected NAME or NAME:SCALE", param_hint="--lora") from None
+        out.append(item)
+    return out or None
+
+
 def _is_number(text: str) -> bool:
     try:
         float(text)
@@ -107,6 +125,8 @@ def wait_with_bar(client: Client, job_id: str, timeout: float | None) -> Job:
     help="bf16 (default, exact) or fp8 (faster, not exact; needs a worker started with ZFARM_PRECISION=fp8).",
 )
 @click.option("--rendition", "renditions", multiple=True, help=RENDITION_HELP)
+@click.option("--lora", "loras", multiple=True, help=LORA_HELP)
+@click.option("--add-trigger-words", is_flag=True, default=None, help="Prepend the adapters' trigger words.")
 @click.option("--image", default=None, help="Input image: a file (uploaded first) or an asset id.")
 @click.option("--mask", default=None, help="inpaint: a mask file (white repaints) or an asset id.")
 @image_mode_options
@@ -124,10 +144,12 @@ def submit(
     url: str | None,
     api_key: str | None,
     renditions: tuple[str, ...],
+    loras: tuple[str, ...],
     **params: Any,
 ) -> None:
     """Submit one job; prints its id (and with --wait, its final record)."""
     params["renditions"] = parse_renditions(renditions)
+    params["loras"] = parse_loras(loras)
     params.update(mode_fields(params))
     with _client(url, api_key) as client:
         try:
@@ -198,4 +220,5 @@ def workers(url: str | None, api_key: str | None) -> None:
             click.echo(
                 f"{w['name']:<28} {w['state']:<8} {w['gpu_name'] or w['device']:<30} "
                 f"policy={w['memory_policy']} jobs={w['jobs_done']} heartbeat={w['last_heartbeat']}"
+                + "".join(f" lora={a['name']}{'*' if a['in_slot'] else ''}" for a in w.get("adapters", []))
             )

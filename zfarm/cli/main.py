@@ -29,6 +29,7 @@ COMMANDS = {
     "migrate": "zfarm.cli.server_commands:migrate",
     "demo": "zfarm.cli.server_commands:demo",
     "keys": "zfarm.cli.keys_commands:keys",
+    "loras": "zfarm.cli.lora_commands:loras",
 }
 SERVER_MODULES = ("zfarm.cli.server_commands", "zfarm.cli.keys_commands")
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import click
 
+from core.queues import direct_queue_name
 from core.settings import get_settings
 
 
@@ -87,7 +88,9 @@ def worker(name: str | None, loglevel: str) -> None:
             "worker",
             "--pool=prefork",
             "--concurrency=1",
-            f"--queues={','.join(queues)}",  # its precision's tier, interactive first: see celeryconfig
+            # its precision's tier, interactive first (see celeryconfig), then its own bulk queue (jobs with the LoRA
+            # adapters it holds: control/affinity.py), then the tier's shared bulk queue
+            f"--queues={queues[0]},{direct_queue_name(queues[1], name)},{queues[1]}",
             f"--hostname={name}",
             "--task-events",
             "--without-gossip",

@@ -16,7 +16,7 @@ source, `_sync/client.py` is generated from it.
 from zfarm.client._async.client import AsyncClient
 from zfarm.client._common import JobFailed, ZfarmError
 from zfarm.client._sync.client import Client
-from zfarm.client.types import Batch, BatchCreated, Image, Job, Rendition, Worker
+from zfarm.client.types import Batch, BatchCreated, Image, Job, Lora, Rendition, Worker
 
 __all__ = [
     "AsyncClient",
@@ -26,6 +26,7 @@ __all__ = [
     "Image",
     "Job",
     "JobFailed",
+    "Lora",
     "Rendition",
     "Worker",
     "ZfarmError",

@@ -179,6 +179,16 @@ def upload_parts(
     return {"file": (path.name, path.read_bytes())}, form
 
 
+def lora_parts(
+    path: Path, name: str, trigger_words: str | None, default_scale: float | None, everyone: bool
+) -> tuple[dict[str, tuple[str, bytes]], dict[str, str]]:
+    """The multipart body of POST /v1/loras: the .safetensors file and its form fields."""
+    form = {k: str(v) for k, v in given(name=name, trigger_words=trigger_words, default_scale=default_scale).items()}
+    if everyone:
+        form["everyone"] = "true"
+    return {"file": (path.name, path.read_bytes())}, form
+
+
 def extract(archive: Path, directory: Path) -> list[Path]:
     with zipfile.ZipFile(archive) as zf:
         names = zf.namelist()

@@ -45,6 +45,12 @@ class Webhook(TypedDict):
     delivered_at: str | None
 
 
+class JobLora(TypedDict):
+    name: str
+    scale: float
+    sha256: str
+
+
 class Job(TypedDict):
     """A job's record (GET /v1/jobs/{id}); times are ISO 8601 strings."""
 
@@ -76,6 +82,7 @@ class Job(TypedDict):
     batch_id: str | None
     item_key: str | None
     row_number: int | None
+    loras: list[JobLora]
     content_hash: str | None
     reused_from: str | None
     precision: str  # bf16 or fp8
@@ -176,6 +183,29 @@ class Worker(TypedDict):
     warmup_seconds: float | None
     started_at: str
     last_heartbeat: str
+    adapters: list[WorkerAdapter]
+
+
+class WorkerAdapter(TypedDict):
+    name: str
+    sha256: str
+    in_slot: bool
+
+
+class Lora(TypedDict):
+    """An adapter's record (GET /v1/loras/{name})."""
+
+    name: str
+    sha256: str
+    rank: int
+    alpha: float
+    targets: list[str]
+    modules: int
+    bytes: int
+    trigger_words: str | None
+    default_scale: float
+    shared: bool
+    created_at: str
 
 
 JSON = dict[str, Any]

@@ -65,6 +65,7 @@ def observed_farm(data: Path) -> Iterator[ObservedFarm]:
     url = f"http://127.0.0.1:{api_port}"
     settings = FarmSettings(
         data_dir=data,
+        model="tiny",  # what its worker runs: the API checks LoRA uploads against this model's modules
         database_url=db,
         api_port=api_port,
         auth=False,

@@ -112,6 +112,45 @@ def test_batches_through_the_client(client: Any, tmp_path: Path) -> None:
     assert canceled["canceled_at"] is not None
 
 
+def test_lora_adapters_through_the_client_and_the_cli(client: Any, farm: ObservedFarm, tmp_path: Path) -> None:
+    import uuid
+
+    from click.testing import CliRunner
+
+    from tests.lora_helpers import make_tiny_lora
+    from zfarm.cli import main
+
+    name = f"brand-{uuid.uuid4().hex[:6]}"
+    path = make_tiny_lora(tmp_path / "brand.safetensors", seed=7)
+    # the client: add, list, read, use in a job, delete
+    lora = client.add_lora(path, name, trigger_words="brandx", default_scale=0.6)
+    assert (lora["name"], lora["rank"], lora["trigger_words"]) == (name, 4, "brandx")
+    assert name in [item["name"] for item in client.loras()] and client.get_lora(name) == lora
+    job = client.submit("a linen apron", seed=3, loras=[{"name": name}], add_trigger_words=True, **SMALL)
+    final = client.wait(job["id"], timeout=120, raise_on_failure=True)
+    assert final["loras"] == [{"name": name, "scale": 0.6, "sha256": lora["sha256"]}]
+    client.delete_lora(name)
+    with pytest.raises(ZfarmError) as gone:
+        client.get_lora(name)
+    assert gone.value.status_code == 404
+    # the CLI: loras add / list / rm, and submit --lora
+    cli = CliRunner()
+    args = ["--url", farm.url]
+    added = cli.invoke(main, ["loras", "add", str(path), "--name", name, "--default-scale", "0.5", *args])
+    assert added.exit_code == 0, added.output
+    listed = cli.invoke(main, ["loras", "list", *args])
+    assert name in listed.output and "scale=0.5" in listed.output
+    submitted = cli.invoke(
+        main, ["submit", "a mug", "--lora", f"{name}:0.9", "--width", "256", "--height", "256", *args]
+    )
+    assert submitted.exit_code == 0, submitted.output
+    job_id = submitted.output.strip().splitlines()[0]
+    assert client.wait(job_id, timeout=120)["loras"][0]["scale"] == 0.9
+    assert cli.invoke(main, ["loras", "rm", name, *args]).exit_code == 0
+    refused = cli.invoke(main, ["submit", "a mug", "--lora", f"{name}:strong", *args])
+    assert refused.exit_code != 0 and "NAME:SCALE" in refused.output
+
+
 def test_image_modes_through_the_client(client: Any, tmp_path: Path) -> None:
     # submit(image=path) uploads the file first; the same bytes are the same asset
     path = tmp_path / "bottle.png"

@@ -134,3 +134,41 @@ def test_batch_view_shows_per_sku_status_and_export_links(
     assert len(page.query_selector_all("#batch-items tbody tr")) == 2
     assert page.inner_text("#batch-items tr[data-key='MUG-1']").count("MUG-1.png + thumb/MUG-1.webp") == 1
     _shoot(page, screenshots_dir, "web-batch.png")
+
+
+def test_page_picks_lora_adapters_and_their_scales_for_a_job(
+    page, farm: ObservedFarm, tmp_path: Path, screenshots_dir: Path | None
+) -> None:  # type: ignore[no-untyped-def]
+    import uuid
+
+    from tests.lora_helpers import make_tiny_lora
+
+    # given: an adapter uploaded to the farm
+    name = f"brand-{uuid.uuid4().hex[:6]}"
+    path = make_tiny_lora(tmp_path / "brand.safetensors", seed=9)
+    uploaded = httpx.post(
+        f"{farm.url}/v1/loras",
+        files={"file": (path.name, path.read_bytes())},
+        data={"name": name, "default_scale": "0.7", "trigger_words": "brandx"},
+    )
+    assert uploaded.status_code == 201, uploaded.text
+    # when: the form picks it with a scale, and the trigger words
+    page.goto(farm.url + "/")
+    page.wait_for_selector(f"#loras .lora-name option[value='{name}']", state="attached")
+    page.select_option("#loras .lora:nth-child(1) .lora-name", name)
+    page.fill("#loras .lora:nth-child(1) .lora-scale", "0.8")
+    page.check("#add_trigger_words")
+    page.fill("#prompt", "studio photo of a linen apron")
+    for field, value in (("#width", "256"), ("#height", "256"), ("#steps", "2")):
+        page.fill(field, value)
+    _shoot(page, screenshots_dir, "web-submit-loras.png")
+    page.click("#submit")
+    done = page.wait_for_selector("#finished li.job.succeeded", timeout=90_000)
+    # then: the job renders with that adapter, at that scale, with its trigger words
+    job = httpx.get(f"{farm.url}/v1/jobs/{done.get_attribute('data-id')}").json()
+    assert job["loras"] == [{"name": name, "scale": 0.8, "sha256": uploaded.json()["sha256"]}]
+    assert job["parameters"]["add_trigger_words"] is True
+    # the workers view says which worker holds it
+    page.goto(farm.url + "/#/workers")
+    page.wait_for_selector(f"#workers td.adapters:has-text('{name} (in slot)')")
+    _shoot(page, screenshots_dir, "web-workers-adapters.png")

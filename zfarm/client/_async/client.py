@@ -30,12 +30,13 @@ from zfarm.client._common import (
     image_path,
     job_body,
     job_files,
+    lora_parts,
     raise_for_stream,
     stream_timeout,
     upload_parts,
     zipped_images,
 )
-from zfarm.client.types import JSON, Asset, Batch, BatchCreated, Job, Worker
+from zfarm.client.types import JSON, Asset, Batch, BatchCreated, Job, Lora, Worker
 
 JobProgressFn = Callable[[Job], None]
 BatchProgressFn = Callable[[Batch], None]
@@ -78,7 +79,7 @@ class AsyncClient:
         idempotency_key: str | None = None,
         **params: Any,
     ) -> Job:
-        """Queues one job (width, height, steps, seed, num_images, renditions, callback_url, ...).
+        """Queues one job (width, height, steps, seed, num_images, renditions, loras, callback_url, ...).
 
         Image modes: mode="img2img" | "inpaint" | "place", with `image` (and `mask`) as an asset id, an
         asset record or a file path (uploaded first), strength, mask_blur, mask_grow, placement={...}.
@@ -264,6 +265,32 @@ class AsyncClient:
         out.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory() as tmp:
             return extract(await self.download_archive(batch_id, Path(tmp) / "archive.zip"), out)
+
+    # ---- LoRA adapters (brand styles) --------------------------------------------------------------
+
+    async def add_lora(
+        self,
+        path: str | Path,
+        name: str,
+        *,
+        trigger_words: str | None = None,
+        default_scale: float | None = None,
+        everyone: bool = False,
+    ) -> Lora:
+        """Uploads a .safetensors LoRA adapter under a name (again: the name now means the new file). Jobs and
+        batches then name it: `submit(..., loras=[{"name": name, "scale": 0.8}])`. `everyone`: admin keys only."""
+        files, form = lora_parts(Path(path), name, trigger_words, default_scale, everyone)
+        return cast(Lora, await self._json("POST", "/v1/loras", files=files, data=form))
+
+    async def loras(self) -> list[Lora]:
+        return cast(list[Lora], (await self._json("GET", "/v1/loras"))["loras"])
+
+    async def get_lora(self, name: str) -> Lora:
+        return cast(Lora, await self._json("GET", f"/v1/loras/{name}"))
+
+    async def delete_lora(self, name: str) -> None:
+        """Refused (ZfarmError 409) while queued or running jobs use it."""
+        check(await self.http.delete(f"/v1/loras/{name}"))
 
     # ---- the farm --------------------------------------------------------------------------------
 
