@@ -33,6 +33,14 @@ test-tools:
 	  ($(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium >/dev/null) \
 	    || echo "WARNING: could not install chromium: the browser tests will be skipped"; \
 	else echo "WARNING: no chromium and no apt-get: the browser tests will be skipped"; fi
+	@# promtool checks the alert rules: taken from Debian's prometheus package without installing the server
+	@if ! command -v promtool >/dev/null 2>&1 && [ ! -x $(BIN)/promtool ] && command -v apt-get >/dev/null 2>&1; then \
+	  echo "extracting promtool from Debian's prometheus package for the alert-rule tests ..."; \
+	  tmp=$$(mktemp -d) && (cd $$tmp && (apt-get download prometheus >/dev/null 2>&1 \
+	    || ($(SUDO) apt-get update -qq && apt-get download prometheus >/dev/null)) \
+	    && dpkg-deb -x prometheus_*.deb x && cp x/usr/bin/promtool $(CURDIR)/$(BIN)/promtool) \
+	    || echo "WARNING: no promtool: the alert-rule checks will be skipped"; rm -rf $$tmp; \
+	fi
 	@if command -v docker >/dev/null 2>&1 && ! docker compose version >/dev/null 2>&1 \
 	    && ! command -v docker-compose >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then \
 	  echo "installing docker-compose to validate compose.yaml ..."; \
@@ -57,6 +65,7 @@ client: install
 screenshots: install test-tools
 	ZFARM_SCREENSHOTS=docs/screenshots ZFARM_TEST_REDIS_URL=redis://127.0.0.1:1/0 \
 	  $(BIN)/python -m pytest -q tests/e2e/observe/test_web_page.py tests/e2e/observe/test_web_photos.py \
+	  tests/e2e/observe/test_review_board.py \
 	  tests/e2e/observe/test_flower_browser.py
 
 lint: install

@@ -8,13 +8,29 @@ from contextlib import asynccontextmanager
 from celery import Celery
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
+from fastapi_offline import FastAPIOffline
 from prometheus_client import CollectorRegistry
 
+from api import openapi
 from api.body_limit import BodyLimit
 from api.errors import validation_handler
 from api.metrics import FarmCollector
 from api.quotas import Quotas
-from api.routes import assets, batches, events, health, jobs, keys, loras, metrics, presets, templates, web, workers
+from api.routes import (
+    assets,
+    batches,
+    events,
+    health,
+    jobs,
+    keys,
+    loras,
+    metrics,
+    presets,
+    review,
+    templates,
+    web,
+    workers,
+)
 from broker_config.celery_app import app as default_celery
 from control.dispatcher import Dispatcher, DispatcherThread
 from control.enqueue import Enqueuer
@@ -73,7 +89,8 @@ def create_app(
         dispatcher.close()
         engine.dispose()
 
-    app = FastAPI(
+    # FastAPI's own docs page fetches Swagger UI from a CDN (blank offline); this one serves it from the package.
+    app = FastAPIOffline(
         title="zfarm",
         version="0.1.0",
         description="A render farm for Z-Image-Turbo: submit jobs, follow them, fetch images and records.",
@@ -98,11 +115,13 @@ def create_app(
         large_paths={"/v1/loras": settings.max_lora_bytes + 64 * 1024},
     )
     app.add_exception_handler(RequestValidationError, validation_handler)
+    openapi.install(app)
     app.include_router(health.router)
     app.include_router(jobs.router)
     app.include_router(workers.router)
     app.include_router(keys.router)
     app.include_router(batches.router)
+    app.include_router(review.router)
     app.include_router(assets.router)
     app.include_router(presets.router)
     app.include_router(templates.router)

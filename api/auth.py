@@ -7,7 +7,8 @@ import secrets
 from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, Request
+from fastapi import Depends, HTTPException, Request, Security
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import select
 
 from api.deps import SessionDep
@@ -36,17 +37,24 @@ def new_key() -> str:
     return KEY_PREFIX + secrets.token_urlsafe(32)
 
 
-def _presented_key(request: Request) -> str | None:
-    header = request.headers.get("authorization", "")
-    if header.lower().startswith("bearer "):
-        return header[7:].strip() or None
-    return request.headers.get("x-api-key")
+# Declared as security schemes, so the OpenAPI schema (and /docs' Authorize button) says how to send a key.
+BEARER = HTTPBearer(
+    auto_error=False, scheme_name="apiKey", description="an API key: `Authorization: Bearer zf_...` (zfarm keys create)"
+)
+KEY_HEADER = APIKeyHeader(
+    name="X-API-Key", auto_error=False, scheme_name="apiKeyHeader", description="the same key in an X-API-Key header"
+)
 
 
-def current_principal(request: Request, session: SessionDep) -> Principal:
+def current_principal(
+    request: Request,
+    session: SessionDep,
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Security(BEARER)],
+    header_key: Annotated[str | None, Security(KEY_HEADER)],
+) -> Principal:
     if not request.app.state.settings.auth:
         return OPEN
-    key = _presented_key(request)
+    key = (bearer.credentials.strip() if bearer else None) or header_key
     if key is None:
         raise HTTPException(
             401,
@@ -66,4 +74,5 @@ def require_admin(principal: Annotated[Principal, Depends(current_principal)]) -
 
 
 PrincipalDep = Annotated[Principal, Depends(current_principal)]
-AdminDep = Annotated[Principal, Depends(require_admin)]
+# The `admin` scope puts it in the OpenAPI schema's security requirement: /docs shows which routes need one.
+AdminDep = Annotated[Principal, Security(require_admin, scopes=["admin"])]

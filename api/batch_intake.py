@@ -18,15 +18,16 @@ from sqlalchemy.orm import Session
 
 from api.auth import Principal
 from api.batch_images import resolve_rows
-from api.batch_schemas import BatchOptions
+from api.batch_schemas import BatchOptions, BatchPreview, PreviewRow
 from api.callbacks import callback_problem
 from api.catalog_files import Catalog
 from api.catalog_rows import JobSpec, RowRules, build_jobs
 from api.image_modes import IMAGE_FIELDS, ResolvedMode
 from api.job_identity import content_hash
 from api.prompt_template import parse_template
-from api.refusals import refuse
+from api.refusals import Problems, Refusal, refuse
 from api.schemas import JobCreate
+from api.suggest import did_you_mean
 from core.settings import FarmSettings
 from core.storage import Storage
 from core.token_window import load_tokenizer
@@ -86,9 +87,10 @@ def accept_batch(
     if (bad_callback := callback_problem(opts.callback_url, settings)) is not None:
         value, rule = bad_callback
         raise refuse(rule, field="callback_url", value=value)
-    rules = _row_rules(session, settings, principal, opts)
+    problems = Problems()  # every problem of the request at once: options, columns, rows
+    rules = _row_rules(session, settings, principal, opts, problems)
     tokenizer = load_tokenizer(settings.model, settings.model_revision)
-    specs = build_jobs(intake.catalog, rules, tokenizer)
+    specs = build_jobs(intake.catalog, rules, tokenizer, problems)
     images = resolve_rows(session, settings, principal.tenant, specs, intake.images)
     quotas.check_submit(session, principal, new_jobs=len(specs))
     batch = Batch(
@@ -130,24 +132,61 @@ def accept_batch(
     return batch, False
 
 
+PREVIEW_ROWS = 10
+
+
+def preview_batch(session: Session, settings: FarmSettings, principal: Principal, intake: Intake) -> BatchPreview:
+    """Every check of accept_batch (raising the same refusals), then what the batch would be; writes nothing."""
+    opts = intake.options
+    if (bad_callback := callback_problem(opts.callback_url, settings)) is not None:
+        value, rule = bad_callback
+        raise refuse(rule, field="callback_url", value=value)
+    problems = Problems()
+    rules = _row_rules(session, settings, principal, opts, problems)
+    specs = build_jobs(intake.catalog, rules, load_tokenizer(settings.model, settings.model_revision), problems)
+    hashes = [content_hash(s.params, settings.model, settings.model_revision) for s in specs]
+    reused = len(find_reusable(session, hashes, principal.tenant, settings.model)) if opts.dedup else 0
+    fields = ("prompt", "negative_prompt", "width", "height", "seed", "output_format")
+    shown = [
+        PreviewRow(
+            key=s.key, row=s.row, adjustments=s.params.get("adjustments") or [], **{f: s.params[f] for f in fields}
+        )
+        for s in specs[:PREVIEW_ROWS]
+    ]
+    return BatchPreview(rows=len(specs), jobs_reused=reused, jobs_queued=len(specs) - reused, preview=shown)
+
+
 def _saved_template(session: Session, principal: Principal, name: str) -> PromptTemplate:
     row = session.scalar(
         select(PromptTemplate).where(PromptTemplate.tenant == (principal.tenant or ""), PromptTemplate.name == name)
     )
     if row is None:
-        raise refuse("no saved template by this name (see GET /v1/templates)", field="template_name", value=name)
+        names = session.scalars(select(PromptTemplate.name).where(PromptTemplate.tenant == (principal.tenant or "")))
+        rule = "no saved template by this name (see GET /v1/templates)" + did_you_mean(name, names)
+        raise refuse(rule, field="template_name", value=name)
     return row
 
 
-def _row_rules(session: Session, settings: FarmSettings, principal: Principal, opts: BatchOptions) -> RowRules:
+def _row_rules(
+    session: Session, settings: FarmSettings, principal: Principal, opts: BatchOptions, problems: Problems
+) -> RowRules:
+    """The batch's rules; an unknown preset is noted in `problems` (and left out) so the rows are checked too."""
     presets = settings.all_presets
     saved = _saved_template(session, principal, opts.template_name) if opts.template_name else None
-    template = parse_template(opts.template if opts.template is not None else saved.template)  # type: ignore[union-attr]
     preset = opts.preset or (saved.preset if saved else None)
     if preset is not None and preset not in presets:
-        raise refuse(f"unknown preset: known presets are {', '.join(sorted(presets))}", field="preset", value=preset)
+        rule = f"unknown preset: known presets are {', '.join(sorted(presets))}" + did_you_mean(preset, presets)
+        problems.add(rule, field="preset", value=preset)
+        preset = None
+    try:
+        template = parse_template(opts.template if opts.template is not None else saved.template)  # type: ignore[union-attr]
+    except Refusal as exc:  # without a template the rows cannot be checked: refuse with what is known
+        problems.items.extend(exc.problems)
+        problems.raise_if_any()
+        raise
     # job defaults < batch preset < saved template's negative prompt < batch defaults
-    base = JobCreate(prompt="-").model_dump(exclude={"prompt", "seed", "dedup", "truncate_prompt"})
+    skip = {"prompt", "seed", "dedup", "truncate_prompt", "preset", "enhance"}
+    base = JobCreate(prompt="-").model_dump(exclude=skip)
     base.update(presets[preset].parameters() if preset else {})
     if saved is not None and saved.negative_prompt:
         base["negative_prompt"] = saved.negative_prompt
@@ -166,6 +205,8 @@ def _row_rules(session: Session, settings: FarmSettings, principal: Principal, o
         preset=preset,
         adapters=visible(session, principal.tenant),
         slot_rank=settings.lora_slot_rank,
+        enhance=opts.enhance,
+        default_negative=settings.default_negative_prompt,
     )
 
 

@@ -9,25 +9,23 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from models import Job
 from models.batch_stats import BatchStats, batch_stats
+from models.reviews import Review
 
 __all__ = ["PAGE", "BatchStats", "batch_jobs", "batch_stats"]
 
 PAGE = 500
 
 
-def batch_jobs(sessions: sessionmaker[Session], batch_id: str) -> Iterator[Job]:
-    """Every job of the batch in row order, read in pages by keyset, one short session per page."""
+def batch_jobs(sessions: sessionmaker[Session], batch_id: str, approved_only: bool = False) -> Iterator[Job]:
+    """Every job of the batch in row order (only approved rows if asked), read in pages by keyset, one short
+    session per page."""
     after = 0
     while True:
         with sessions() as s:
-            page = list(
-                s.scalars(
-                    select(Job)
-                    .where(Job.batch_id == batch_id, Job.row_number > after)
-                    .order_by(Job.row_number)
-                    .limit(PAGE)
-                )
-            )
+            query = select(Job).where(Job.batch_id == batch_id, Job.row_number > after)
+            if approved_only:
+                query = query.where(Job.review == Review.APPROVED)
+            page = list(s.scalars(query.order_by(Job.row_number).limit(PAGE)))
         yield from page
         if len(page) < PAGE:
             return

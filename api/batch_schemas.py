@@ -41,6 +41,9 @@ class BatchOptions(BaseModel):
     )
     dedup: bool = Field(True, description="reuse images of succeeded jobs with the same content hash")
     truncate_prompt: bool = False
+    enhance: bool = Field(
+        False, description="add lighting and quality words by rules to every row's prompt (see a job's enhance)"
+    )
     precision: Precision = Field("bf16", description="bf16 (exact) or fp8 (faster, not exact) for every row")
     renditions: Renditions = Field(
         default_factory=list,
@@ -85,12 +88,34 @@ class BatchCreated(BaseModel):
     archive_url: str
 
 
+class PreviewRow(BaseModel):
+    key: str
+    row: int
+    prompt: str
+    negative_prompt: str | None
+    width: int
+    height: int
+    seed: int
+    output_format: str
+    adjustments: list[str] = Field(default_factory=list)
+
+
+class BatchPreview(BaseModel):
+    """A dry run's answer: what the batch would be. A catalog with problems answers 422 with every one."""
+
+    rows: int
+    jobs_reused: int = Field(description="rows that finished images of the same content hash would serve (no GPU)")
+    jobs_queued: int
+    preview: list[PreviewRow] = Field(description="the first rows as they would render")
+
+
 BatchState = Literal["active", "succeeded", "failed", "canceled"]
 
 
 class BatchOut(BaseModel):
     id: str
     name: str
+    created_by: str | None = Field(None, description="the tenant whose key created it (none on an open farm)")
     status: BatchState = Field(description="active until every job is final; then succeeded, failed or canceled")
     template: str
     key_column: str

@@ -20,9 +20,11 @@ from api.catalog_files import Catalog, CatalogRow
 from api.catalog_images import MODE_RULES, column_of, input_cells, parse_mode_cell, placement_overrides
 from api.job_identity import derive_seed
 from api.lora_refs import LoraProblem, resolve
+from api.prompt_helpers import prepare
 from api.prompt_template import Template
-from api.refusals import Problems, refuse
+from api.refusals import Problems
 from api.schemas import JobCreate, rendition_problems
+from api.suggest import did_you_mean
 from core.presets import Preset
 from core.token_window import MAX_TOKENS, chat_wrapped
 from models.loras import Lora, prompt_with_triggers
@@ -74,36 +76,48 @@ class RowRules:
     preset: str | None = None  # the batch's preset, already folded into `base`; kept for the record
     adapters: Mapping[str, Lora] | None = None  # the LoRA adapters the tenant may name, by name
     slot_rank: int = 0  # ZFARM_LORA_SLOT_RANK: the adapters of one job add up to at most this rank
+    enhance: bool = False  # the prompt helpers (api/prompt_helpers.py), per row
+    default_negative: str | None = None
 
 
-def check_columns(catalog: Catalog, rules: RowRules) -> None:
-    """Problems that would fail every row: refused before looking at rows."""
+def check_columns(catalog: Catalog, rules: RowRules, problems: Problems) -> tuple[bool, bool]:
+    """Problems that would fail every row, each named once: (all placeholders known, key column present)."""
     known = ", ".join(catalog.columns) or "none"
+    placeholders_known = True
     for name in rules.template.columns:
         if name not in catalog.columns:
-            raise refuse(
-                f"unknown placeholder: the catalog has no column {name!r} (its columns: {known})",
+            placeholders_known = False
+            problems.add(
+                f"unknown placeholder: the catalog has no column {name!r} (its columns: {known})"
+                + did_you_mean(name, catalog.columns),
                 field="template",
                 value="{" + name + "}",
             )
-    if rules.key_column not in catalog.columns:
-        raise refuse(
-            f"the catalog has no key column {rules.key_column!r} (its columns: {known}); set key_column",
+    has_key = rules.key_column in catalog.columns
+    if not has_key:
+        problems.add(
+            f"the catalog has no key column {rules.key_column!r} (its columns: {known}); set key_column"
+            + did_you_mean(rules.key_column, catalog.columns),
             field="key_column",
             value=rules.key_column,
         )
+    return placeholders_known, has_key
 
 
-def build_jobs(catalog: Catalog, rules: RowRules, tokenizer: Tokenizer | None = None) -> list[JobSpec]:
-    check_columns(catalog, rules)
-    problems = Problems()
+def build_jobs(
+    catalog: Catalog, rules: RowRules, tokenizer: Tokenizer | None = None, problems: Problems | None = None
+) -> list[JobSpec]:
+    """Every row's job, or a refusal listing every problem of the catalog (and any found before it) up to the cap."""
+    problems = problems if problems is not None else Problems()
+    placeholders_known, has_key = check_columns(catalog, rules, problems)
     specs: list[JobSpec] = []
     rows_by_key: dict[str, list[int]] = {}
     for row in catalog.rows:
-        spec = _build_row(row, rules, problems)
+        key, spec = _build_row(row, rules, problems, check_key=has_key, check_prompt=placeholders_known)
         if spec is not None:
             specs.append(spec)
-            rows_by_key.setdefault(spec.key, []).append(row.number)
+        if key is not None:  # a key repeated on a row with other problems is a duplicate all the same
+            rows_by_key.setdefault(key, []).append(row.number)
         if problems.full:
             break
     duplicates = {k: rows for k, rows in rows_by_key.items() if len(rows) > 1}
@@ -115,28 +129,31 @@ def build_jobs(catalog: Catalog, rules: RowRules, tokenizer: Tokenizer | None = 
             column=rules.key_column,
             value=sorted(duplicates)[:20],
         )
-    if tokenizer is not None and not rules.truncate_prompt and not problems.items:
+    if tokenizer is not None and not rules.truncate_prompt and not problems.full:
         _check_token_window(specs, tokenizer, problems)
     problems.raise_if_any()
     return specs
 
 
-def _build_row(row: CatalogRow, rules: RowRules, problems: Problems) -> JobSpec | None:
+def _build_row(
+    row: CatalogRow, rules: RowRules, problems: Problems, check_key: bool = True, check_prompt: bool = True
+) -> tuple[str | None, JobSpec | None]:
+    """The row's key (when it has a valid one) and its job (when the whole row is valid)."""
     where = {"row": row.number, "line": row.line}
     before = len(problems.items)
-    key = _key(row, rules.key_column, problems)
+    key = _key(row, rules.key_column, problems) if check_key else None
     overrides = _overrides(row, rules.presets, problems)
     prompt = rules.template.render(row.values)
-    if not prompt.strip():
+    if check_prompt and not prompt.strip():
         used = ", ".join(rules.template.columns) or "none"
         problems.add(f"the rendered prompt is empty: the template's columns ({used}) are empty here", **where)
     if len(problems.items) > before or key is None:
-        return None
+        return key, None
     params = {**rules.base, **overrides, "prompt": prompt, "truncate_prompt": rules.truncate_prompt}
     if placement := placement_overrides(row, problems):
         params["placement"] = {**(params.get("placement") or {}), **placement}
     if len(problems.items) > before:
-        return None
+        return key, None
     if params.get("seed") is None:
         params["seed"] = derive_seed(rules.batch_seed, key)
     try:
@@ -149,23 +166,24 @@ def _build_row(row: CatalogRow, rules: RowRules, problems: Problems) -> JobSpec 
             )
             rule = str(err["msg"]).removeprefix("Value error, ")
             problems.add(rule, column=column, field=None if column else name, value=err.get("input"), **where)
-        return None
-    params = job.model_dump(exclude={"dedup"})
+        return key, None
     try:
-        params["loras"] = resolve(params["loras"], rules.adapters or {}, rules.slot_rank, precision=job.precision)
+        loras = resolve(
+            job.model_dump(include={"loras"})["loras"], rules.adapters or {}, rules.slot_rank, precision=job.precision
+        )
     except LoraProblem as exc:
         column = "lora" if "loras" in overrides else None
         problems.add(
             exc.rule, column=column, field=None if column else "defaults." + exc.field, value=exc.value, **where
         )
-        return None
+        return key, None
     # A row's own width or height: img2img and inpaint rows otherwise take their image's size (the batch's
     # size is for its text and place rows).
     size_given = bool({"width", "height"} & overrides.keys())
     inputs = input_cells(row, job.mode)
     if job.mode in ("img2img", "inpaint") and not size_given:
         # Rendered at the image's own size: api/batch_images.py checks the size once the image is known.
-        return JobSpec(row.number, row.line, key, params, inputs, size_given, _filled(row))
+        return key, _spec(row, key, job, loras, rules, inputs, size_given)
     if job.width * job.height > rules.max_pixels:
         problems.add(
             f"width*height must be at most {rules.max_pixels} pixels on this farm",
@@ -173,17 +191,51 @@ def _build_row(row: CatalogRow, rules: RowRules, problems: Problems) -> JobSpec 
             value=job.width * job.height,
             **where,
         )
-        return None
+        return key, None
     too_large = rendition_problems(job.width, job.height, job.renditions)
     for field, value, rule in too_large:
         problems.add(rule, field=field, value=value, **where)
     if too_large:
-        return None
+        return key, None
+    return key, _spec(row, key, job, loras, rules, inputs, size_given)
+
+
+def _spec(
+    row: CatalogRow,
+    key: str,
+    job: JobCreate,
+    loras: list[dict[str, Any]],
+    rules: RowRules,
+    inputs: dict[str, str],
+    size_given: bool,
+) -> JobSpec:
+    params = job.model_dump(exclude={"dedup", "preset", "enhance"})
+    params = {**params, "loras": loras, **_helped(params, row, rules)}
     return JobSpec(row.number, row.line, key, params, inputs, size_given, _filled(row))
 
 
 def _filled(row: CatalogRow) -> frozenset[str]:
     return frozenset(c for c, v in row.values.items() if v is not None and str(v).strip())
+
+
+def _helped(params: dict[str, Any], row: CatalogRow, rules: RowRules) -> dict[str, Any]:
+    """The row's prompt and negative prompt after the prompt helpers, and what they changed."""
+    raw_preset = row.values.get("preset")
+    preset = str(raw_preset).strip() if raw_preset not in (None, "") else rules.preset
+    helped = prepare(
+        params["prompt"],
+        params["negative_prompt"],
+        params["guidance_scale"],
+        enhance=rules.enhance,
+        preset=preset,
+        default_negative=rules.default_negative,
+    )
+    return {
+        "prompt": helped.prompt,
+        "negative_prompt": helped.negative_prompt,
+        "adjustments": helped.adjustments or None,
+        "requested_prompt": params["prompt"] if helped.prompt != params["prompt"] else None,
+    }
 
 
 def _key(row: CatalogRow, column: str, problems: Problems) -> str | None:
@@ -220,7 +272,8 @@ def _overrides(row: CatalogRow, presets: Mapping[str, Preset], problems: Problem
         elif value in presets:
             out.update(presets[value].parameters())
         else:
-            problems.add(f"unknown preset: known presets are {', '.join(sorted(presets))}", **where)
+            rule = f"unknown preset: known presets are {', '.join(sorted(presets))}"
+            problems.add(rule + did_you_mean(str(value), presets), **where)
     return out
 
 

@@ -14,6 +14,7 @@ COLUMNS = [
     "key",
     "row",
     "status",
+    "approved",
     "file",
     "prompt",
     "negative_prompt",
@@ -87,6 +88,7 @@ def manifest_lines(job: Job, names: dict[ImageId, str], image_url: ImageUrl) -> 
         "key": job.item_key,
         "row": job.row_number,
         "status": job.status,
+        "approved": {"approved": "true", "rejected": "false"}.get(job.review or "", ""),  # "": not reviewed yet
         "prompt": asked["prompt"],
         "negative_prompt": asked["negative_prompt"],
         "width": asked["width"],

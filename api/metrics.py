@@ -17,9 +17,12 @@ from prometheus_client.registry import Collector
 from sqlalchemy import ColumnElement, case, func, select
 from sqlalchemy.orm import InstrumentedAttribute, Session, sessionmaker
 
+from core.queues import DEFAULT_PRECISION
 from models import DeliveryState, Image, Job, JobStatus, WebhookDelivery, Worker, WorkerState
+from models.backlog import required_capability
 from models.base import utcnow
-from models.jobs import MASTER
+from models.jobs import MASTER, Lane
+from models.workers import shown_state
 
 log = logging.getLogger(__name__)
 LATENCY_BUCKETS = (0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
@@ -61,6 +64,7 @@ class FarmCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         with self.sessions() as s:
             yield from self._jobs(s)
+            yield from self._backlog(s)
             yield from self._workers(s)
             yield self._webhooks(s)
         yield from self._queues()
@@ -99,6 +103,35 @@ class FarmCollector(Collector):
             failures.add_metric([label], n)
         yield failures
 
+    def _backlog(self, s: Session) -> Iterator[Metric]:
+        """The work waiting for a GPU, from SQL. Redis holds only a few batch ids at a time (the dispatcher feeds
+        them in by turns), so its queue depth is no measure of the backlog: these are."""
+        jobs = GaugeMetricFamily(
+            "zfarm_backlog_jobs", "Queued jobs waiting for a worker, by lane and required capability.",
+            labels=["lane", "requires"],
+        )  # fmt: skip
+        oldest = GaugeMetricFamily(
+            "zfarm_backlog_oldest_seconds",
+            "Age of the oldest queued job, by lane (0 when none waits).",
+            labels=["lane"],
+        )
+        requires = required_capability()
+        queued = select(Job.lane, requires, func.count(), func.min(Job.created_at)).where(
+            Job.status == JobStatus.QUEUED
+        )
+        rows = s.execute(queued.group_by(Job.lane, requires)).all()
+        now, first = utcnow(), dict[str, Any]()
+        for lane, need, count, created in rows:
+            jobs.add_metric([lane, need], count)
+            first[lane] = min(created, first.get(lane, created))
+        for lane in Lane:
+            if lane.value not in {row[0] for row in rows}:
+                jobs.add_metric([lane.value, DEFAULT_PRECISION], 0)
+            age = (now - first[lane.value]).total_seconds() if lane.value in first else 0.0
+            oldest.add_metric([lane.value], max(0.0, age))
+        yield jobs
+        yield oldest
+
     def _histogram(
         self,
         s: Session,
@@ -117,9 +150,11 @@ class FarmCollector(Collector):
 
     def _workers(self, s: Session) -> Iterator[Metric]:
         stale = utcnow() - timedelta(seconds=self.offline_after)
-        state = case((Worker.last_heartbeat < stale, WorkerState.OFFLINE.value), else_=Worker.state)
+        state = shown_state(self.offline_after)
         by_state: dict[str, int] = dict(s.execute(select(state, func.count()).group_by(state)).all())
-        workers = GaugeMetricFamily("zfarm_workers", "Workers by state (offline: no heartbeat).", labels=["state"])
+        workers = GaugeMetricFamily(
+            "zfarm_workers", "Workers by state (offline: no heartbeat; failed: could not start).", labels=["state"]
+        )
         for st in WorkerState:
             workers.add_metric([st.value], by_state.get(st.value, 0))
         yield workers

@@ -12,7 +12,7 @@ import string
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from api.refusals import refuse
+from api.refusals import Problem, Refusal, refuse
 
 TEMPLATE_PARTS = ("subject", "action", "lighting", "style", "quality")
 
@@ -42,18 +42,23 @@ def parse_template(text: str, field: str = "template") -> Template:
     except ValueError as exc:
         raise refuse(f"is not a valid template: {exc} (write literal braces as {{{{ and }}}})", field=field) from exc
     pieces: list[tuple[str, str | None]] = []
+    problems: list[Problem] = []  # every bad placeholder, not only the first
     for literal, name, spec, conversion in parsed:
         if name is None:
             pieces.append((literal, None))
             continue
         shown = "{" + name + (f"!{conversion}" if conversion else "") + (f":{spec}" if spec else "") + "}"
         if name == "" or name.isdigit():
-            raise refuse("placeholders must name a column, like {sku}", field=field, value=shown)
-        if "." in name or "[" in name:
-            raise refuse("attribute and index access are not allowed: use a plain {column}", field=field, value=shown)
-        if conversion or spec:
-            raise refuse("conversions and format specs are not allowed: use a plain {column}", field=field, value=shown)
+            problems.append(Problem("placeholders must name a column, like {sku}", field=field, value=shown))
+        elif "." in name or "[" in name:
+            rule = "attribute and index access are not allowed: use a plain {column}"
+            problems.append(Problem(rule, field=field, value=shown))
+        elif conversion or spec:
+            rule = "conversions and format specs are not allowed: use a plain {column}"
+            problems.append(Problem(rule, field=field, value=shown))
         pieces.append((literal, name.strip()))
+    if problems:
+        raise Refusal(problems)
     if not any(name for _, name in pieces) and not text.strip():
         raise refuse("must not be empty", field=field, value=text)
     return Template(text=text, pieces=tuple(pieces))

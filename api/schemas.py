@@ -149,6 +149,16 @@ class JobCreate(BaseModel):
     truncate_prompt: bool = Field(
         False, description="cut a prompt longer than the 512-token window instead of refusing it"
     )
+    enhance: bool = Field(
+        False,
+        description="add lighting and quality words chosen by rules from the prompt and the preset (no model); "
+        "the job's `adjustments` say what was added",
+    )
+    preset: str | None = Field(
+        None,
+        max_length=64,
+        description="a preset's size and format (GET /v1/presets); fields sent with the job win over it",
+    )
     precision: Precision = Field(
         "bf16",
         description="bf16: exact (the same seed gives the same bytes); fp8: faster, images differ slightly from "
@@ -267,9 +277,16 @@ class JobOut(BaseModel):
     content_hash: str | None = Field(None, description="sha256 of model, normalized parameters and seed")
     precision: str = Field("bf16", description="the precision tier that renders (or rendered) this job")
     waiting_for: str | None = Field(
-        None, description="why a queued job cannot start yet, e.g. no live worker runs its precision"
+        None,
+        description="why a queued job cannot start yet: no live worker (and why one failed to start), or none "
+        "runs its precision",
     )
     reused_from: str | None = Field(None, description="the succeeded job whose images this job reuses (no GPU)")
+    adjustments: list[str] = Field(
+        default_factory=list,
+        description="what the farm changed before rendering: enhance words, the default negative prompt",
+    )
+    requested_prompt: str | None = Field(None, description="the prompt as sent, when the rendered one differs")
     mode: str = Field("text", description="text, img2img, inpaint or place")
     inputs: dict[str, InputOut] = Field(default_factory=dict, description="image (and mask) the job starts from")
 
@@ -336,7 +353,8 @@ class WorkerOut(BaseModel):
     memory_policy: str | None
     model_id: str | None
     precision: str | None = Field(None, description="bf16 or fp8: which jobs this worker takes")
-    state: str
+    state: str = Field(description="loading, warming, ready, busy, offline (no heartbeat) or failed (could not start)")
+    error: str | None = Field(None, description="why a failed worker could not start, e.g. its model did not load")
     current_job_id: str | None
     jobs_done: int
     load_seconds: float | None

@@ -31,9 +31,10 @@ from sqlalchemy.orm import Session, sessionmaker
 from control.affinity import Affinity
 from control.enqueue import Enqueuer
 from core.queues import DEFAULT_PRECISION, PRECISIONS
-from models import Batch, Job, JobStatus, Lane, Worker, WorkerState
+from models import Batch, Job, JobStatus, Lane, Worker
 from models.base import utcnow
 from models.db import transaction
+from models.workers import is_live
 
 log = logging.getLogger(__name__)
 MIN_DEPTH = 2
@@ -81,17 +82,12 @@ class Dispatcher:
     def target_depth(self, precision: str = DEFAULT_PRECISION) -> int:
         if self.depth is not None:
             return self.depth
-        stale = utcnow() - timedelta(seconds=self.offline_after)
         # A worker that has not said its precision yet (an older row) runs the default one.
         tier = Worker.precision == precision
         if precision == DEFAULT_PRECISION:
             tier = or_(tier, Worker.precision.is_(None))
         with self.sessions() as s:
-            live = s.scalar(
-                select(func.count())
-                .select_from(Worker)
-                .where(Worker.last_heartbeat >= stale, Worker.state != WorkerState.OFFLINE, tier)
-            )
+            live = s.scalar(select(func.count()).select_from(Worker).where(is_live(self.offline_after), tier))
         return max(MIN_DEPTH, 2 * int(live or 0))
 
     def _dispatch(self, count: int, precision: str = DEFAULT_PRECISION) -> int:

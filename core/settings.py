@@ -84,6 +84,9 @@ class FarmSettings(BaseSettings):
     # Loading a 10B-parameter pipeline in the worker child takes minutes, not Celery's default 4 s.
     worker_start_timeout_seconds: float = Field(900.0, gt=0)
 
+    # Used when a job asks for guidance > 0 and sends no negative prompt (guidance 0 ignores negative prompts).
+    default_negative_prompt: str | None = Field(None, min_length=1, max_length=4000)
+
     fault_injection: bool = False
     max_prompt_chars: int = Field(4000, ge=1, le=100_000)
     max_pixels: int = Field(2048 * 2048, ge=256 * 256, le=2048 * 2048)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import func, select
+from sqlalchemy import ColumnElement, and_, func, select
 from sqlalchemy.orm import Session
 
 from models.batches import Batch
@@ -59,3 +59,18 @@ def batch_stats(s: Session, batch_id: str) -> BatchStats:
     if remaining and rendered >= 2 and first_start and last_end and last_end > first_start:
         eta = remaining * (last_end - first_start).total_seconds() / rendered
     return BatchStats(counts, int(images or 0), float(gpu or 0.0), eta)
+
+
+def batch_state_is(state: str) -> ColumnElement[bool]:
+    """A WHERE clause on batches for one state, the same rule as BatchStats.state, in SQL (for listing)."""
+    jobs = select(Job.id).where(Job.batch_id == Batch.id)
+    active = jobs.where(Job.status.in_([JobStatus.QUEUED, JobStatus.RUNNING])).exists()
+    canceled = and_(Batch.canceled_at.is_not(None), jobs.where(Job.status == JobStatus.CANCELED).exists())
+    all_succeeded = ~jobs.where(Job.status != JobStatus.SUCCEEDED).exists()
+    if state == "active":
+        return active
+    if state == "canceled":
+        return and_(~active, canceled)
+    if state == "succeeded":
+        return and_(~active, ~canceled, all_succeeded)
+    return and_(~active, ~canceled, ~all_succeeded)  # failed

@@ -50,6 +50,10 @@ class Job(Base):
     # what to render
     prompt: Mapped[str] = mapped_column(Text)
     negative_prompt: Mapped[str | None] = mapped_column(Text, default=None)
+    # What the farm changed in the request before rendering (enhance words, the default negative prompt), and
+    # the prompt as sent when the rendered one differs from it.
+    adjustments: Mapped[list[str] | None] = mapped_column(JSON, default=None)
+    requested_prompt: Mapped[str | None] = mapped_column(Text, default=None)
     width: Mapped[int] = mapped_column(Integer)
     height: Mapped[int] = mapped_column(Integer)
     steps: Mapped[int] = mapped_column(Integer)
@@ -86,6 +90,13 @@ class Job(Base):
     # Whether it may reuse a finished job's images: checked at submission and again when a worker claims it.
     dedup: Mapped[bool] = mapped_column(default=True, server_default=true())
     idempotency_key: Mapped[str | None] = mapped_column(String(200), default=None, unique=True)
+    # The catalog review: a person approves or rejects a batch row's image (api/routes/review.py). A re-rolled
+    # row gets a new job; the old one leaves the batch (batch_id cleared) and names its successor here.
+    review: Mapped[str | None] = mapped_column(String(16), default=None)  # approved, rejected or none yet
+    review_note: Mapped[str | None] = mapped_column(String(500), default=None)
+    reviewed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+    superseded_by: Mapped[str | None] = mapped_column(String(32), default=None)
+    rerolled_from_batch: Mapped[str | None] = mapped_column(String(32), default=None)
 
     # when
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -97,6 +97,8 @@ def job_record(job: Job, base_url: str) -> dict[str, Any]:
         "loras": [{k: lora[k] for k in ("name", "scale", "sha256")} for lora in job.loras or []],
         "content_hash": job.content_hash,
         "reused_from": job.reused_from,
+        "adjustments": job.adjustments or [],
+        "requested_prompt": job.requested_prompt,
         "precision": job.precision,
         "mode": job.mode,
         "inputs": input_records(job, base_url),

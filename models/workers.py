@@ -4,7 +4,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, Float, Integer, String, select
+from sqlalchemy import JSON, ColumnElement, Float, Integer, String, and_, case, select
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from models.base import Base, utcnow
@@ -17,6 +17,11 @@ class WorkerState(StrEnum):
     READY = "ready"
     BUSY = "busy"
     OFFLINE = "offline"
+    FAILED = "failed"  # could not start (its model did not load): takes no jobs; `error` says why
+
+
+# States in which a worker takes no jobs, whatever its heartbeat says.
+NOT_SERVING = (WorkerState.OFFLINE, WorkerState.FAILED)
 
 
 class Worker(Base):
@@ -43,12 +48,28 @@ class Worker(Base):
     last_heartbeat: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     # LoRA adapters it holds on the device: {"slot": signature in the pipeline or null, "held": [{name, sha256}]}
     adapters: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    error: Mapped[str | None] = mapped_column(String(1000), default=None)
+
+
+def stale_before(offline_after: float) -> datetime:
+    return utcnow() - timedelta(seconds=offline_after)
+
+
+def is_live(offline_after: float) -> ColumnElement[bool]:
+    """A worker that can take jobs now: a fresh heartbeat and a state that serves."""
+    return and_(Worker.last_heartbeat >= stale_before(offline_after), Worker.state.not_in(NOT_SERVING))
+
+
+def shown_state(offline_after: float) -> ColumnElement[Any]:
+    """The state people see: `failed` stays failed (with its reason); a stale heartbeat reads `offline`."""
+    return case(
+        (Worker.state == WorkerState.FAILED, WorkerState.FAILED.value),
+        (Worker.last_heartbeat < stale_before(offline_after), WorkerState.OFFLINE.value),
+        else_=Worker.state,
+    )
 
 
 def live_precisions(session: Session, offline_after_seconds: float) -> set[str]:
     """The precision tiers of the workers alive now (a row that has not said its tier yet runs bf16)."""
-    stale = utcnow() - timedelta(seconds=offline_after_seconds)
-    rows = session.scalars(
-        select(Worker.precision).where(Worker.last_heartbeat >= stale, Worker.state != WorkerState.OFFLINE).distinct()
-    )
+    rows = session.scalars(select(Worker.precision).where(is_live(offline_after_seconds)).distinct())
     return {precision or "bf16" for precision in rows}

@@ -2,7 +2,8 @@
 
 Off unless ZFARM_FAULT_INJECTION=1 (the worker says so loudly at start). A marker in the prompt picks
 the fault: `[[fault:kill]]` kills the worker process, `[[fault:oom]]` / `[[fault:oom-once]]` raise CUDA
-out-of-memory always / on the first try, `[[fault:nan]]` / `[[fault:nan-once]]` make NaN pixels,
+out-of-memory always / on the first try, `[[fault:nan]]` / `[[fault:nan-once]]` /
+`[[fault:nan-twice]]` make NaN pixels (always / on the first try / on the first two),
 `[[fault:hang]]` never returns (until the soft time limit), `[[fault:hang-hard]]` ignores the soft limit
 too (as a stuck CUDA kernel would), so only the hard limit's kill ends it.
 """
@@ -17,7 +18,7 @@ import time
 import torch
 
 _MARKER = re.compile(r"\[\[fault:([a-z-]+)\]\]")
-KNOWN = {"kill", "oom", "oom-once", "nan", "nan-once", "hang", "hang-hard"}
+KNOWN = {"kill", "oom", "oom-once", "nan", "nan-once", "nan-twice", "hang", "hang-hard"}
 
 
 def fault_in(prompt: str) -> str | None:
@@ -44,6 +45,6 @@ def before_render(fault: str | None, try_index: int) -> None:
 
 
 def corrupt_output(fault: str | None, try_index: int, pixels: torch.Tensor) -> torch.Tensor:
-    if fault == "nan" or (fault == "nan-once" and try_index == 0):
+    if fault == "nan" or (fault == "nan-once" and try_index == 0) or (fault == "nan-twice" and try_index <= 1):
         return torch.full_like(pixels, float("nan"))
     return pixels

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 from diffusers import ZImagePipeline
+from huggingface_hub import constants, try_to_load_from_cache
 
 from core.settings import TINY_MODEL as TINY
 from worker.tiny_model import TINY_VERSION, ensure_tiny_model
@@ -52,17 +53,37 @@ def _local_revision(path: Path) -> str:
     return "local-" + hashlib.sha256((path / "model_index.json").read_bytes()).hexdigest()[:12]
 
 
+def _load_failure(source: ModelSource, exc: OSError) -> str:
+    """One line that says what is missing and what to do, not the loader's page of causes."""
+    if Path(source.location).is_dir() or _cached(source):
+        return f"could not load model {source.model_id!r}: {_first_sentence(str(exc))}"
+    cause = "HF_HUB_OFFLINE is set" if constants.HF_HUB_OFFLINE else _first_sentence(str(exc))
+    return (
+        f"model {source.model_id!r} is not in the local Hugging Face cache ({constants.HF_HUB_CACHE}) and "
+        f"could not be downloaded ({cause}). Get the weights with `hf download "
+        f"{source.model_id}` where the hub is reachable, or set ZFARM_MODEL to a directory holding them; "
+        "ZFARM_MODEL=tiny runs the random test model (its images are noise)"
+    )
+
+
+def _cached(source: ModelSource) -> bool:
+    found = try_to_load_from_cache(source.location, "model_index.json", revision=source.revision)
+    return isinstance(found, str)
+
+
+def _first_sentence(text: str, limit: int = 200) -> str:
+    first = text.strip().splitlines()[0] if text.strip() else "no reason given"
+    first = first.split(". ", 1)[0].rstrip(".")
+    return first if len(first) <= limit else first[: limit - 3] + "..."
+
+
 def load_pipeline(source: ModelSource, dtype: torch.dtype) -> ZImagePipeline:
     try:
         # A revision only means something for a hub id; a local directory is what it is.
         revision = None if Path(source.location).is_dir() else source.revision
         pipe = ZImagePipeline.from_pretrained(source.location, revision=revision, dtype=dtype)
     except OSError as exc:
-        raise ModelLoadError(
-            f"could not load model {source.model_id!r}: {exc}. Without network access the weights must be "
-            "in the local Hugging Face cache or in a directory given as ZFARM_MODEL; ZFARM_MODEL=tiny "
-            "runs the random test model"
-        ) from exc
+        raise ModelLoadError(_load_failure(source, exc)) from exc
     pipe.set_progress_bar_config(disable=True)
     # The text encoder reads each prompt once: a KV cache (transformers builds one by default) is pure overhead.
     if hasattr(pipe.text_encoder, "config"):

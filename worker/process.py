@@ -22,7 +22,9 @@ from models.db import transaction
 from worker.adapters import adapter_library, record_adapters
 from worker.finishing import Finisher
 from worker.jobs import JobContext
+from worker.loading import ModelLoadError
 from worker.runtime import Runtime
+from worker.start_failure import StartFailed
 from worker.webhooks import notify_webhook
 
 log = logging.getLogger(__name__)
@@ -55,9 +57,34 @@ def start_worker_process(settings: FarmSettings, name: str) -> JobContext:
     runtime.check_precision()
     register(sessions, name, runtime)
     # The beat carries the adapters it holds too: a row update missed at a switch is mended within a beat.
-    Heartbeat(
+    heartbeat = Heartbeat(
         sessions, name, settings.heartbeat_seconds, extra=runtime.adapters.row if runtime.adapters else None
-    ).start()
+    )
+    heartbeat.start()
+    try:
+        _load_and_warm(settings, sessions, name, runtime)
+    except Exception as exc:
+        # A worker that cannot render must not look ready: it says why, in its row, and takes no jobs.
+        heartbeat.stopped.set()
+        reason = start_failure_reason(exc)
+        set_state(sessions, name, WorkerState.FAILED, error=reason)
+        raise StartFailed(reason) from exc
+    return JobContext(
+        name=name,
+        runtime=runtime,
+        sessions=sessions,
+        storage=storage,
+        max_attempts=settings.max_attempts,
+        offline_after_seconds=settings.worker_offline_after_seconds,
+        time_limit_seconds=get_settings().job_time_limit_seconds,
+        batch_max_images=settings.batch_max_images,
+        batch_max_pixels=settings.batch_max_pixels,
+        finisher=Finisher(settings.finish_threads),
+        notify=partial(notify_webhook, sessions=sessions),
+    )
+
+
+def _load_and_warm(settings: FarmSettings, sessions: sessionmaker[Session], name: str, runtime: Runtime) -> None:
     # 2. Load the pipeline under the card's memory policy.
     runtime.load()
     set_state(
@@ -86,19 +113,13 @@ def start_worker_process(settings: FarmSettings, name: str) -> JobContext:
         runtime.warmup(settings.warmup_size)
     set_state(sessions, name, WorkerState.READY, warmup_seconds=runtime.warmup_seconds)
     log.info("%s ready (warmup %.1fs) zfarm-stats %s", name, runtime.warmup_seconds, json.dumps(_start_stats(runtime)))
-    return JobContext(
-        name=name,
-        runtime=runtime,
-        sessions=sessions,
-        storage=storage,
-        max_attempts=settings.max_attempts,
-        offline_after_seconds=settings.worker_offline_after_seconds,
-        time_limit_seconds=get_settings().job_time_limit_seconds,
-        batch_max_images=settings.batch_max_images,
-        batch_max_pixels=settings.batch_max_pixels,
-        finisher=Finisher(settings.finish_threads),
-        notify=partial(notify_webhook, sessions=sessions),
-    )
+
+
+def start_failure_reason(exc: BaseException) -> str:
+    """One line: a ModelLoadError already says what to do; anything else is named by its type."""
+    text = " ".join(str(exc).split())
+    reason = text if isinstance(exc, ModelLoadError | StartFailed) else f"{type(exc).__name__}: {text}"
+    return reason[:1000]
 
 
 def _start_stats(runtime: Runtime) -> dict[str, object]:
@@ -121,7 +142,7 @@ def register(sessions: sessionmaker[Session], name: str, runtime: Runtime) -> No
             utcnow(),
             utcnow(),
         )
-        row.model_id, row.memory_policy = runtime.model, runtime.requested_policy
+        row.model_id, row.memory_policy, row.error = runtime.model, runtime.requested_policy, None
         row.adapters = None  # a new process holds no adapters yet (worker/adapters.py reports what it loads)
         row.precision = runtime.precision
         s.add(row)

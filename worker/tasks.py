@@ -25,6 +25,7 @@ from broker_config.task_names import RENDER_JOB
 from core.settings import get_settings
 from models import WorkerState
 from worker.failures import mark_failed
+from worker.start_failure import give_up_start
 
 if TYPE_CHECKING:
     from worker.jobs import JobContext
@@ -42,7 +43,10 @@ def _start_child(**_: object) -> None:
     global _ctx
     from worker.process import start_worker_process  # in the child: see the module's docstring
 
-    _ctx = start_worker_process(get_settings(), worker_name())
+    try:
+        _ctx = start_worker_process(get_settings(), worker_name())
+    except Exception as exc:  # anything that keeps this card from rendering: stop, never look ready
+        give_up_start(worker_name(), exc)
 
 
 @worker_process_shutdown.connect

@@ -33,7 +33,7 @@ from models.deliveries import take_due
 from models.records import job_record
 from models.webhooks import MAX_BACKOFF_SECONDS
 from worker.webhook_slots import TenantSlots
-from zfarm.webhook_signing import SIGNATURE_HEADER, sign
+from zfarm.webhook_signing import SIGNATURE_HEADER, sign, standard_headers
 
 log = logging.getLogger(__name__)
 LEGACY_FIELDS = ("prompt", "negative_prompt", "width", "height", "steps", "seed")
@@ -188,7 +188,8 @@ def post(attempt: Attempt, secret: str, timeout: float, allow: Sequence[IPNetwor
         "X-Zfarm-Event": attempt.event,
         "X-Zfarm-Delivery": attempt.delivery_id,
         "X-Zfarm-Attempt": str(attempt.number),
-        SIGNATURE_HEADER: sign(secret, attempt.body, int(time.time())),
+        **standard_headers(secret, attempt.delivery_id, attempt.body, now := int(time.time())),
+        SIGNATURE_HEADER: sign(secret, attempt.body, now),  # the first format: sent for one more release
     }
     deadline = time.monotonic() + timeout
     try:

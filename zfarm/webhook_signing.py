@@ -1,14 +1,23 @@
 """Signing and verifying webhook payloads (standard library only, so receivers can copy or import it).
 
-Header: `X-Zfarm-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>." + raw body>`. The timestamp
-is inside the signed text, so a captured request cannot be replayed later than the receiver's tolerance.
+Webhooks follow Standard Webhooks (standardwebhooks.com), which libraries in many languages verify:
+`webhook-id` (the delivery id, the same on every retry), `webhook-timestamp` (unix seconds) and
+`webhook-signature: v1,<base64 HMAC-SHA256 of "<id>.<timestamp>." + raw body>`. The key is the bytes of
+ZFARM_WEBHOOK_SECRET; those libraries take it as `whsec_` + its base64 (`standard_secret()` writes it).
+
+The first format, `X-Zfarm-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>." + raw body>`, is still
+sent beside it for one release, then dropped: move receivers to the Standard Webhooks headers.
+In both, the timestamp is inside the signed text, so a captured request cannot be replayed later than the
+receiver's tolerance.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import time
+from collections.abc import Mapping
 
 SIGNATURE_HEADER = "X-Zfarm-Signature"
 DEFAULT_TOLERANCE_SECONDS = 300
@@ -44,3 +53,55 @@ def verify(
         raise SignatureError(f"signature timestamp is {age:.0f} s away from now (tolerance {tolerance:.0f} s)")
     if not hmac.compare_digest(_digest(secret, timestamp, body), received):
         raise SignatureError("signature does not match the body")
+
+
+# ---- Standard Webhooks -----------------------------------------------------------------------------
+
+ID_HEADER, TIMESTAMP_HEADER, STANDARD_SIGNATURE_HEADER = "webhook-id", "webhook-timestamp", "webhook-signature"
+
+
+def standard_secret(secret: str) -> str:
+    """The secret as Standard Webhooks libraries take it: `whsec_` + base64 of its bytes."""
+    return "whsec_" + base64.b64encode(secret.encode()).decode()
+
+
+def _standard_digest(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
+    signed = f"{msg_id}.{timestamp}.".encode() + body
+    return base64.b64encode(hmac.new(secret.encode(), signed, hashlib.sha256).digest()).decode()
+
+
+def standard_headers(secret: str, msg_id: str, body: bytes, timestamp: int | None = None) -> dict[str, str]:
+    """webhook-id, webhook-timestamp and webhook-signature for this body."""
+    t = int(time.time()) if timestamp is None else timestamp
+    return {
+        ID_HEADER: msg_id,
+        TIMESTAMP_HEADER: str(t),
+        STANDARD_SIGNATURE_HEADER: f"v1,{_standard_digest(secret, msg_id, t, body)}",
+    }
+
+
+def verify_standard(
+    secret: str,
+    headers: Mapping[str, str],
+    body: bytes,
+    tolerance: float = DEFAULT_TOLERANCE_SECONDS,
+    now: float | None = None,
+) -> None:
+    """Raises SignatureError unless the Standard Webhooks headers sign `body` within `tolerance` seconds."""
+    lower = {k.lower(): v for k, v in headers.items()}
+    msg_id, stamp, signatures = (lower.get(h) for h in (ID_HEADER, TIMESTAMP_HEADER, STANDARD_SIGNATURE_HEADER))
+    if not (msg_id and stamp and signatures):
+        raise SignatureError(f"missing {ID_HEADER}, {TIMESTAMP_HEADER} or {STANDARD_SIGNATURE_HEADER} header")
+    try:
+        timestamp = int(stamp)
+    except ValueError as exc:
+        raise SignatureError(f"malformed {TIMESTAMP_HEADER} header: {stamp!r}") from exc
+    age = (time.time() if now is None else now) - timestamp
+    if abs(age) > tolerance:
+        raise SignatureError(f"signature timestamp is {age:.0f} s away from now (tolerance {tolerance:.0f} s)")
+    expected = _standard_digest(secret, msg_id, timestamp, body)
+    for item in signatures.split(" "):  # several signatures while a secret is being rotated
+        version, _, value = item.partition(",")
+        if version == "v1" and hmac.compare_digest(value, expected):
+            return
+    raise SignatureError("signature does not match the body")

@@ -7,27 +7,40 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, HTTPException, Query, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import StreamingResponse
+from fastapi.encoders import jsonable_encoder
+from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import ValidationError
 from sqlalchemy import select
 from starlette.datastructures import UploadFile
 
 from api.archive import archive_chunks
 from api.auth import Principal, PrincipalDep
-from api.batch_intake import Intake, accept_batch, request_fingerprint, scoped_key
+from api.batch_intake import Intake, accept_batch, preview_batch, request_fingerprint, scoped_key
 from api.batch_reports import batch_jobs, batch_stats
-from api.batch_schemas import BatchCreate, BatchCreated, BatchList, BatchOptions, BatchOut, RetryOut
+from api.batch_schemas import (
+    BatchCreate,
+    BatchCreated,
+    BatchList,
+    BatchOptions,
+    BatchOut,
+    BatchPreview,
+    BatchState,
+    RetryOut,
+)
 from api.catalog_files import decode_utf8, detect_format, read_csv, read_json_rows, read_jsonl
 from api.deps import SessionDep, StorageDep
+from api.errors import refuse_invalid
 from api.manifest import ImageUrl, csv_chunks
-from api.refusals import Refusal, refuse
+from api.refusals import Problem, Refusal, refuse
 from api.schemas import WebhookOut
+from api.suggest import did_you_mean
 from control.webhook_sweep import send_now
 from core.settings import FarmSettings
 from models import Batch, Job, WebhookDelivery, lifecycle
 from models.base import utcnow
+from models.batch_stats import batch_state_is
 from models.deliveries import reopen_batch_delivery
+from models.lookup import AmbiguousId, find
 from models.records import image_path
 
 router = APIRouter(prefix="/v1/batches", tags=["batches"])
@@ -68,14 +81,21 @@ _UPLOAD_SCHEMA = {
             },
         }
     },
-    responses={413: {"description": "file or row count over the limits"}, 409: {"description": "key reused"}},
+    responses={
+        200: {"model": BatchPreview, "description": "dry_run=true: the catalog is valid; nothing was written"},
+        413: {"description": "file or row count over the limits"},
+        409: {"description": "key reused"},
+    },
 )
 async def create_batch(
     request: Request,
     response: Response,
     principal: PrincipalDep,
     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
-) -> BatchCreated:
+    dry_run: Annotated[
+        bool, Query(description="check everything and preview the first prompts; write nothing")
+    ] = False,
+) -> BatchCreated | JSONResponse:
     """A JSON body with `rows`, or a multipart upload with `file` (CSV or JSONL) and the same fields."""
     settings: FarmSettings = request.app.state.settings
     ctype = request.headers.get("content-type", "")
@@ -87,6 +107,11 @@ async def create_batch(
         options, payload, source = _json_body(await request.body())
     else:
         raise HTTPException(415, detail=f"send application/json or multipart/form-data (got {ctype or 'none'!r})")
+    if dry_run:  # the same checks as a real submission (every refusal, 422), then a preview instead of a batch
+        preview = await run_in_threadpool(
+            _accept, request, principal, settings, options, payload, source, None, images, True
+        )
+        return JSONResponse(jsonable_encoder(preview))
     batch, replayed = await run_in_threadpool(
         _accept, request, principal, settings, options, payload, source, idempotency_key, images
     )
@@ -109,7 +134,8 @@ def _accept(
     source: str,
     idempotency_key: str | None,
     images: bytes | None = None,
-) -> tuple[Batch, bool]:
+    dry_run: bool = False,
+) -> Any:
     try:
         if isinstance(payload, bytes):
             text = decode_utf8(payload)
@@ -124,6 +150,8 @@ def _accept(
         intake = Intake(options, catalog, fingerprint, scoped_key(principal, idempotency_key), images)
         state = request.app.state
         with state.sessions() as session:
+            if dry_run:
+                return preview_batch(session, settings, principal, intake)
             return accept_batch(session, settings, principal, intake, state.quotas, state.storage)
     except Refusal as exc:
         raise exc.to_http() from exc
@@ -133,7 +161,7 @@ def _json_body(body: bytes) -> tuple[BatchOptions, list[Any], str]:
     try:
         parsed = BatchCreate.model_validate_json(body)
     except ValidationError as exc:
-        raise RequestValidationError(exc.errors()) from exc
+        raise refuse_invalid(exc, BatchCreate) from exc
     options = BatchOptions.model_validate(parsed.model_dump(exclude={"rows"}))
     return options, parsed.rows, "json"
 
@@ -142,7 +170,12 @@ async def _upload(request: Request) -> tuple[BatchOptions, bytes, str, bytes | N
     form = await request.form(max_files=2, max_fields=len(_FORM_FIELDS) + 1)
     unknown = sorted(set(form.keys()) - _FORM_FIELDS)
     if unknown:
-        raise refuse("unknown form field: not part of this request", field=unknown[0]).to_http()
+        raise Refusal(
+            [
+                Problem(f"unknown form field: not part of this request{did_you_mean(n, _FORM_FIELDS)}", field=n)
+                for n in unknown
+            ]
+        ).to_http()
     upload = form.get("file")
     if not isinstance(upload, UploadFile):
         raise refuse("send the catalog as a file part named 'file'", field="file").to_http()
@@ -157,7 +190,7 @@ async def _upload(request: Request) -> tuple[BatchOptions, bytes, str, bytes | N
     try:
         options = BatchOptions.model_validate(fields)
     except ValidationError as exc:
-        raise RequestValidationError(exc.errors()) from exc
+        raise refuse_invalid(exc, BatchOptions) from exc
     declared = form.get("file_format")
     if declared is not None and declared not in ("csv", "jsonl"):
         raise refuse("must be csv or jsonl", field="file_format", value=str(declared)).to_http()
@@ -194,8 +227,11 @@ def _urls(batch: Batch, request: Request) -> dict[str, str]:
 
 
 def _get_batch(session: SessionDep, batch_id: str, principal: Principal) -> Batch:
-    batch = session.get(Batch, batch_id)
-    if batch is None or (principal.tenant is not None and batch.tenant != principal.tenant):
+    try:
+        batch = find(session, Batch, batch_id, principal.tenant)  # an id or a unique prefix of one
+    except AmbiguousId as exc:
+        raise HTTPException(409, detail=str(exc)) from exc
+    if batch is None:
         raise HTTPException(404, detail=f"batch {batch_id!r} not found")
     return batch
 
@@ -208,6 +244,7 @@ def batch_out(session: SessionDep, batch: Batch, request: Request) -> BatchOut:
     return BatchOut(
         id=batch.id,
         name=batch.name,
+        created_by=batch.tenant,
         status=stats.state(batch),
         template=batch.template,
         key_column=batch.key_column,
@@ -239,8 +276,12 @@ def list_batches(
     request: Request,
     principal: PrincipalDep,
     limit: Annotated[int, Query(ge=1, le=200)] = 20,
+    status: BatchState | None = None,
 ) -> BatchList:
+    """Recent batches, newest first; `status` keeps those in one state (active, succeeded, failed, canceled)."""
     query = select(Batch).order_by(Batch.created_at.desc()).limit(limit)
+    if status is not None:
+        query = query.where(batch_state_is(status))
     if principal.tenant is not None:
         query = query.where(Batch.tenant == principal.tenant)
     return BatchList(batches=[batch_out(session, b, request) for b in session.scalars(query)])
@@ -274,10 +315,16 @@ def get_batch_manifest(batch_id: str, session: SessionDep, request: Request, pri
     responses={200: {"content": {"application/zip": {}}}},
 )
 def get_batch_archive(
-    batch_id: str, session: SessionDep, request: Request, storage: StorageDep, principal: PrincipalDep
+    batch_id: str,
+    session: SessionDep,
+    request: Request,
+    storage: StorageDep,
+    principal: PrincipalDep,
+    approved: Annotated[bool, Query(description="true: only the rows approved in review")] = False,
 ) -> Response:
     batch = _get_batch(session, batch_id, principal)
-    chunks = archive_chunks(batch_jobs(request.app.state.sessions, batch.id), storage, _image_url(request))
+    jobs = batch_jobs(request.app.state.sessions, batch.id, approved_only=approved)
+    chunks = archive_chunks(jobs, storage, _image_url(request))
     return StreamingResponse(
         chunks,
         media_type="application/zip",

@@ -12,7 +12,7 @@ import json
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.sse import EventSourceResponse, format_sse_event
 from sqlalchemy import func, select
@@ -20,8 +20,9 @@ from sqlalchemy.orm import Session
 
 from api.auth import PrincipalDep
 from api.deps import SessionDep
-from api.routes.jobs import job_out
-from models import Batch, Job, JobStatus
+from api.routes.batches import _get_batch
+from api.routes.jobs import _get_job, job_out
+from models import Job, JobStatus
 from models.statuses import FINAL_STATUSES
 
 router = APIRouter(tags=["events"])
@@ -33,10 +34,8 @@ SSE_RESPONSES: dict[int | str, dict[str, Any]] = {200: {"content": {"text/event-
 @router.get("/v1/jobs/{job_id}/events", responses=SSE_RESPONSES)
 def job_events(job_id: str, session: SessionDep, request: Request, principal: PrincipalDep) -> EventSourceResponse:
     """`progress` events carry the job record (as GET /v1/jobs/{id}) while it changes; `final` ends the stream."""
-    job = session.get(Job, job_id)
     # 404 now, before the stream starts; another tenant's job answers like a missing one (as in routes/jobs.py)
-    if job is None or (principal.tenant is not None and job.tenant != principal.tenant):
-        raise HTTPException(404, detail=f"job {job_id!r} not found")
+    job_id = _get_job(session, job_id, principal).id  # the full id: the argument may be a prefix
     session.close()
 
     def read() -> tuple[dict[str, Any], bool]:
@@ -51,10 +50,8 @@ def job_events(job_id: str, session: SessionDep, request: Request, principal: Pr
 @router.get("/v1/batches/{batch_id}/events", responses=SSE_RESPONSES)
 def batch_events(batch_id: str, session: SessionDep, request: Request, principal: PrincipalDep) -> EventSourceResponse:
     """`progress` events carry the batch's counts by status and its running jobs' steps; `final` ends it."""
-    batch = session.get(Batch, batch_id)
-    if batch is None or (principal.tenant is not None and batch.tenant != principal.tenant):
-        raise HTTPException(404, detail=f"batch {batch_id!r} not found")
-    rows = batch.rows
+    batch = _get_batch(session, batch_id, principal)
+    batch_id, rows = batch.id, batch.rows
     session.close()
 
     def read() -> tuple[dict[str, Any], bool]:

@@ -15,6 +15,7 @@ from api.callbacks import callback_problem
 from api.deps import EnqueuerDep, SessionDep, SettingsDep, StorageDep
 from api.image_modes import IMAGE_FIELDS, replay_matches, resolve_job
 from api.job_identity import content_hash
+from api.job_presets import resolve
 from api.lora_refs import LoraProblem, job_loras, same_loras
 from api.prompt_checks import check_job, refuse
 from api.refusals import Refusal
@@ -25,14 +26,15 @@ from api.schemas import (
     JobList,
     JobOut,
 )
+from api.waiting import waiting_for
 from control.webhook_sweep import send_now
 from models import Image, Job, JobStatus, Lane, WebhookDelivery, lifecycle
 from models.base import utcnow
 from models.dedup import copied_images, find_reusable, reused_values
+from models.lookup import AmbiguousId, find
 from models.loras import signature
 from models.records import job_record
 from models.statuses import FINAL_STATUSES
-from models.workers import live_precisions
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 MEDIA_TYPES = {"png": "image/png", "webp": "image/webp", "jpeg": "image/jpeg"}
@@ -40,28 +42,16 @@ MEDIA_TYPES = {"png": "image/png", "webp": "image/webp", "jpeg": "image/jpeg"}
 
 def job_out(job: Job, request: Request) -> JobOut:
     record = job_record(job, str(request.base_url))
-    return JobOut.model_validate({**record, "waiting_for": _waiting_for(job, request)})
-
-
-def _waiting_for(job: Job, request: Request) -> str | None:
-    """A queued job whose precision no live worker runs waits until one starts: the record says so."""
-    if job.status != JobStatus.QUEUED:
-        return None
-    live = getattr(request.state, "live_precisions", None)
-    if live is None:  # once per request, however many jobs it lists
-        settings = request.app.state.settings
-        with request.app.state.sessions() as s:
-            live = live_precisions(s, settings.worker_offline_after_seconds)
-        request.state.live_precisions = live
-    if job.precision in live:
-        return None
-    return f"a worker running precision {job.precision}: none is live (start one with ZFARM_PRECISION={job.precision})"
+    return JobOut.model_validate({**record, "waiting_for": waiting_for(job, request)})
 
 
 def _get_job(session: SessionDep, job_id: str, principal: PrincipalDep) -> Job:
-    job = session.get(Job, job_id)
-    # Another tenant's job answers exactly like a job that does not exist.
-    if job is None or (principal.tenant is not None and job.tenant != principal.tenant):
+    # An id or a unique prefix of one; another tenant's job answers exactly like a job that does not exist.
+    try:
+        job = find(session, Job, job_id, principal.tenant)
+    except AmbiguousId as exc:
+        raise HTTPException(status_code=409, detail=str(exc)) from exc
+    if job is None:
         raise HTTPException(status_code=404, detail=f"job {job_id!r} not found")
     return job
 
@@ -81,6 +71,8 @@ def create_job(
         key = scoped_key(principal, idempotency_key)
     except Refusal as exc:
         raise exc.to_http() from exc
+    body, adjustments, requested_prompt = resolve(body, settings)
+    # Compared as resolved (preset folded in, helpers applied): that is what the stored job holds.
     if key is not None and (earlier := _replayed_job(session, key, body)) is not None:
         response.headers["Idempotent-Replayed"] = "true"
         response.headers["Location"] = str(request.url_for("get_job", job_id=earlier.id))
@@ -120,6 +112,8 @@ def create_job(
         created_at=utcnow(),
         lane=Lane.INTERACTIVE,
         idempotency_key=key,
+        adjustments=adjustments or None,
+        requested_prompt=requested_prompt,
         mode=resolved.mode,
         image_asset_id=resolved.image.id if resolved.image else None,
         mask_asset_id=resolved.mask.id if resolved.mask else None,
@@ -164,7 +158,8 @@ def _replayed_job(session: SessionDep, key: str, body: JobCreate) -> Job | None:
     if job is None:
         return None
     own_size = body.mode in ("img2img", "inpaint") and not {"width", "height"} & body.model_fields_set
-    exclude = {"dedup", "seed", "callback_url", "loras", *IMAGE_FIELDS, *(("width", "height") if own_size else ())}
+    exclude = {"dedup", "seed", "callback_url", "loras", "preset", "enhance", *IMAGE_FIELDS}
+    exclude |= {"width", "height"} if own_size else set()
     asked = body.model_dump(exclude=exclude, exclude_unset=False)
     asked["renditions"] = asked["renditions"] or None
     stored = {name: getattr(job, name) for name in asked}

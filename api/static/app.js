@@ -59,7 +59,37 @@ async function api(path, options = {}) {
   }
   return res;
 }
-const getJSON = async (path) => (await api(path)).json();
+// Seeds run to 2^63 - 1; JavaScript numbers hold integers exactly only to 2^53. Integers beyond that are read
+// as their digits (strings), so the page shows and sends back the seed that made the image, not a rounding.
+const NUMBER = /-?\d+(\.\d+)?([eE][+-]?\d+)?/y;
+function exactJSON(text) {
+  let out = "", i = 0;
+  while (i < text.length) {
+    const c = text[i];
+    if (c === '"') { // copy a string literal whole, escapes included
+      let j = i + 1;
+      while (j < text.length && text[j] !== '"') j += text[j] === "\\" ? 2 : 1;
+      out += text.slice(i, j + 1);
+      i = j + 1;
+    } else if (c === "-" || (c >= "0" && c <= "9")) {
+      NUMBER.lastIndex = i;
+      const m = NUMBER.exec(text);
+      const num = m ? m[0] : c;
+      out += m && !m[1] && !m[2] && !Number.isSafeInteger(Number(num)) ? `"${num}"` : num;
+      i += num.length;
+    } else { out += c; i += 1; }
+  }
+  return JSON.parse(out);
+}
+const getJSON = async (path) => exactJSON(await (await api(path)).text());
+// The reverse: a body whose integer fields (seeds) are written as exact JSON numbers from their digits.
+function bodyWithIntegers(body, integers) {
+  const plain = Object.fromEntries(Object.entries(body).filter(([k]) => !integers.includes(k)));
+  const exact = integers.filter((k) => body[k] !== undefined && body[k] !== "")
+    .map((k) => `${JSON.stringify(k)}:${BigInt(body[k]).toString()}`);
+  const text = JSON.stringify(plain);
+  return exact.length ? `${text.slice(0, -1)}${text === "{}" ? "" : ","}${exact.join(",")}}` : text;
+}
 
 // Images need the API key too, so they come through fetch() and are shown from blob URLs.
 async function imageURL(url) {
@@ -99,7 +129,7 @@ async function streamEvents(path, onEvent, signal) {
         if (line.startsWith("event:")) event = line.slice(6).trim();
         else if (line.startsWith("data:")) data.push(line.slice(5).trimStart());
       }
-      if (data.length) onEvent(event, JSON.parse(data.join("\n")));
+      if (data.length) onEvent(event, exactJSON(data.join("\n")));
     }
   }
 }
@@ -169,7 +199,8 @@ async function submitJob(event) {
   const form = event.target;
   const body = { prompt: form.prompt.value };
   for (const name of ["negative_prompt", "output_format"]) if (form[name].value) body[name] = form[name].value;
-  for (const name of ["width", "height", "steps", "seed", "num_images"]) {
+  if (form.enhance.checked) body.enhance = true;
+  for (const name of ["width", "height", "steps", "num_images"]) {
     if (form[name].value !== "") body[name] = Number(form[name].value);
   }
   const loras = chosenLoras();
@@ -179,9 +210,10 @@ async function submitJob(event) {
   err.hidden = true;
   try {
     dropOwnSize(Object.assign(body, await photoFields(form)));  // photos.js: image modes, files uploaded first
-    const job = await (await api("/v1/jobs", {
-      method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body),
-    })).json();
+    body.seed = form.seed.value.trim(); // digits, sent as an exact integer (Number() would round it)
+    const job = exactJSON(await (await api("/v1/jobs", {
+      method: "POST", headers: { "Content-Type": "application/json" }, body: bodyWithIntegers(body, ["seed"]),
+    })).text());
     placeJob(job);
     follow(job.id);
   } catch (e) {
@@ -250,6 +282,10 @@ function showDetail(job, index = 0) {
     ["GPU time", secs(job.gpu_seconds)], ["Worker", job.worker_name || "–"], ["Device", job.device_name || "–"],
     ["Memory policy", job.memory_policy || "–"], ["Model", `${job.model_id || "–"} ${job.model_revision || ""}`],
     ["SHA-256", image ? image.sha256 : "–"], ["LoRA adapters", loraText(job.loras)],
+    // What the farm changed before rendering (enhance words, its default negative prompt) and retries it needed.
+    ...(job.requested_prompt ? [["Prompt as sent", job.requested_prompt]] : []),
+    ...((job.adjustments || []).length ? [["Adjustments", job.adjustments.join("; ")]] : []),
+    ...(job.recovery ? [["Recovery", job.recovery]] : []),
   ];
   $("#detail-body").replaceChildren(
     job.test_model_noise
@@ -373,10 +409,13 @@ async function renderWorkers() {
 // ---- routing -------------------------------------------------------------------------------------
 
 let timer = null;
+// Views kept in files of their own (review.js) register here: hash name -> render(argument).
+const EXTRA_VIEWS = {};
 
 function route() {
   const [, view = "", arg = ""] = location.hash.split("/");
-  const name = { "": "submit", gallery: "gallery", batches: "batch", workers: "workers" }[view] || "submit";
+  const name = { "": "submit", gallery: "gallery", batches: "batch", workers: "workers" }[view]
+    || (EXTRA_VIEWS[view] ? view : "submit");
   for (const section of document.querySelectorAll(".view")) section.hidden = section.id !== `view-${name}`;
   for (const a of document.querySelectorAll("nav a")) a.classList.toggle("active", a.dataset.view === name);
   clearInterval(timer);
@@ -384,6 +423,7 @@ function route() {
   const run = () => refresh && refresh().catch((e) => console.warn(e.message));
   if (name === "submit") loadLoras();
   if (name === "batch") renderBatch(decodeURIComponent(arg)).catch((e) => console.warn(e.message));
+  if (EXTRA_VIEWS[name]) EXTRA_VIEWS[name](decodeURIComponent(arg));
   run();
   if (name === "submit" || name === "workers") timer = setInterval(run, 3000);
 }

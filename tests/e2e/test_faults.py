@@ -104,6 +104,21 @@ def test_nan_output_is_retried_once_then_reported(faulty: LiveFarm) -> None:
     assert failed["images"] == []
 
 
+def test_nan_output_with_guidance_is_retried_at_lower_guidance_after_the_float32_vae(faulty: LiveFarm) -> None:
+    # issue 16, item 5: a NaN/black render with guidance > 0 gets one more try at half the guidance
+    recovered = faulty.wait_job(faulty.submit(prompt="[[fault:nan-twice]] a lamp", guidance_scale=3.0))
+    assert recovered["status"] == "succeeded", recovered
+    assert "float32 VAE" in recovered["recovery"]
+    assert "retried at guidance 1.5 (asked 3)" in recovered["recovery"]
+    # without guidance there is nothing to lower: the float32 retry is the last one
+    failed = faulty.wait_job(faulty.submit(prompt="[[fault:nan-twice]] a lamp"))
+    assert failed["status"] == "failed" and "again after one retry" in failed["error"]
+    # and when the lower guidance does not cure it either, the error says what was tried
+    failed = faulty.wait_job(faulty.submit(prompt="[[fault:nan]] a lamp", guidance_scale=3.0))
+    assert failed["status"] == "failed" and "again after 2 retries" in failed["error"]
+    assert "float32 VAE" in failed["error"] and "guidance 1.5" in failed["error"]
+
+
 def test_job_past_its_soft_time_limit_fails_with_the_reason_and_the_worker_goes_on(short_limit: LiveFarm) -> None:
     stuck = short_limit.wait_job(short_limit.submit(prompt="[[fault:hang]] a clock"), timeout=60)
     assert stuck["status"] == "failed" and "exceeded the time limit of 15 s" in stuck["error"]

@@ -61,11 +61,20 @@ def summary(batch: Batch) -> str:
 @click.option("--template-name", default=None, help="A template saved with POST /v1/templates.")
 @click.option("--preset", default=None, help="A preset from `zfarm presets`.")
 @click.option("--name", default=None, help="A name for the batch.")
-@click.option("--key-column", default=None, help="The column that names each item (default sku).")
-@click.option("--seed", type=int, default=None, help="Batch seed; each row's seed derives from it and the row's key.")
-@click.option("--set", "settings", multiple=True, help="A default for every row, NAME=VALUE (repeatable).")
+@click.option("--key-column", default=None, help="The column that names each item  [default: sku]")
+@click.option(
+    "--seed", type=int, default=None, help="0..2^63-1; each row's seed derives from it and the row's key  [default: 0]"
+)
+@click.option(
+    "--set",
+    "settings",
+    multiple=True,
+    help="A default for every row, NAME=VALUE (repeatable): width, height, steps, guidance_scale, num_images, "
+    "output_format, quality, negative_prompt",
+)
 @click.option("--format", "file_format", type=click.Choice(["csv", "jsonl"]), default=None)
 @click.option("--no-dedup", is_flag=True, help="Render every row, even those with finished identical images.")
+@click.option("--enhance", is_flag=True, help="Add lighting and quality words by rules to every row's prompt.")
 @click.option(
     "--precision", type=click.Choice(["bf16", "fp8"]), default=None, help="bf16 (default, exact) or fp8 (faster)."
 )
@@ -97,6 +106,7 @@ def batch(
     settings: tuple[str, ...],
     file_format: str | None,
     no_dedup: bool,
+    enhance: bool,
     precision: str | None,
     renditions: tuple[str, ...],
     loras: tuple[str, ...],
@@ -131,6 +141,7 @@ def batch(
                 seed=seed,
                 defaults=defaults or None,
                 dedup=False if no_dedup else None,
+                enhance=True if enhance else None,
                 precision=precision,
                 renditions=parse_renditions(renditions),
                 callback_url=callback_url,

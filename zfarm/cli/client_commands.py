@@ -14,7 +14,9 @@ from tqdm import tqdm
 from zfarm.cli.image_options import image_mode_options, mode_fields
 from zfarm.client import Client, Job, ZfarmError
 
-url_option = click.option("--url", envvar="ZFARM_URL", default=None, help="API base URL (env ZFARM_URL).")
+url_option = click.option(
+    "--url", envvar="ZFARM_URL", default=None, help="API base URL (env ZFARM_URL)  [default: http://127.0.0.1:8000]"
+)
 key_option = click.option("--api-key", envvar="ZFARM_API_KEY", default=None, help="API key (env ZFARM_API_KEY).")
 
 
@@ -110,14 +112,27 @@ def wait_with_bar(client: Client, job_id: str, timeout: float | None) -> Job:
 
 @click.command()
 @click.argument("prompt")
-@click.option("--negative-prompt", default=None)
-@click.option("--width", type=int, default=None)
-@click.option("--height", type=int, default=None)
-@click.option("--steps", type=int, default=None)
-@click.option("--guidance-scale", type=float, default=None)
-@click.option("--seed", type=int, default=None)
-@click.option("--num-images", "-n", type=int, default=None)
-@click.option("--format", "output_format", type=click.Choice(["png", "webp", "jpeg"]), default=None)
+@click.option("--negative-prompt", default=None, help="What to keep out of the image (used when guidance > 0).")
+@click.option("--preset", default=None, help="A preset's size and format (`zfarm presets`); options given win.")
+@click.option(
+    "--enhance",
+    is_flag=True,
+    default=None,
+    help="Add lighting and quality words chosen by rules (the record's adjustments say which).",
+)
+@click.option("--width", type=int, default=None, help="256..2048, a multiple of 16  [default: 1024, or the preset's]")
+@click.option("--height", type=int, default=None, help="256..2048, a multiple of 16  [default: 1024, or the preset's]")
+@click.option("--steps", type=int, default=None, help="Denoising steps, 1..50  [default: 8]")
+@click.option("--guidance-scale", type=float, default=None, help="0..20; 0 turns the negative prompt off  [default: 0]")
+@click.option("--seed", type=int, default=None, help="0..2^63-1; the same seed gives the same image  [default: random]")
+@click.option("--num-images", "-n", type=int, default=None, help="Images from consecutive seeds, 1..8  [default: 1]")
+@click.option(
+    "--format",
+    "output_format",
+    type=click.Choice(["png", "webp", "jpeg"]),
+    default=None,
+    help="[default: png, or the preset's]",
+)
 @click.option(
     "--precision",
     type=click.Choice(["bf16", "fp8"]),
@@ -131,9 +146,9 @@ def wait_with_bar(client: Client, job_id: str, timeout: float | None) -> Job:
 @click.option("--mask", default=None, help="inpaint: a mask file (white repaints) or an asset id.")
 @image_mode_options
 @click.option("--callback-url", default=None, help="Receives a signed POST (job.finished) when the job ends.")
-@click.option("--wait/--no-wait", default=False, help="Wait for the job to finish, with a progress bar.")
+@click.option("--wait/--no-wait", default=False, show_default=True, help="Wait for the job, with a progress bar.")
 @click.option("--out", "-o", type=click.Path(path_type=Path), default=None, help="With --wait: download images here.")
-@click.option("--timeout", type=float, default=None)
+@click.option("--timeout", type=float, default=None, help="With --wait: give up after this many seconds.")
 @url_option
 @key_option
 def submit(
@@ -166,19 +181,6 @@ def submit(
         _print_job(job)
         if job["status"] != "succeeded":
             raise click.ClickException(f"job {job['id']} ended {job['status']}: {job['error']}")
-
-
-@click.command()
-@click.argument("job_id")
-@url_option
-@key_option
-def status(job_id: str, url: str | None, api_key: str | None) -> None:
-    """Show a job's record."""
-    with _client(url, api_key) as client:
-        try:
-            _print_job(client.get(job_id))
-        except ZfarmError as exc:
-            raise click.ClickException(str(exc)) from exc
 
 
 @click.command()
@@ -222,3 +224,5 @@ def workers(url: str | None, api_key: str | None) -> None:
                 f"policy={w['memory_policy']} jobs={w['jobs_done']} heartbeat={w['last_heartbeat']}"
                 + "".join(f" lora={a['name']}{'*' if a['in_slot'] else ''}" for a in w.get("adapters", []))
             )
+            if w.get("error"):
+                click.echo(f"{'':<28} why: {w['error']}")

@@ -12,10 +12,15 @@ from importlib.metadata import PackageNotFoundError, version
 
 import click
 
+from zfarm.cli.unreachable import UNREACHABLE_EXIT, explain
+
 # command name -> "module:attribute", imported only when that command runs (or its help is shown)
 COMMANDS = {
     "submit": "zfarm.cli.client_commands:submit",
-    "status": "zfarm.cli.client_commands:status",
+    "status": "zfarm.cli.list_commands:status",
+    "jobs": "zfarm.cli.list_commands:jobs",
+    "batches": "zfarm.cli.list_commands:batches",
+    "cancel": "zfarm.cli.list_commands:cancel",
     "fetch": "zfarm.cli.client_commands:fetch",
     "workers": "zfarm.cli.client_commands:workers",
     "batch": "zfarm.cli.batch_commands:batch",
@@ -42,6 +47,16 @@ def _version() -> str:
 
 
 class LazyGroup(click.Group):
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except Exception as exc:
+            line = explain(exc)
+            if line is None:
+                raise
+            click.echo(f"zfarm: {line}", err=True)
+            ctx.exit(UNREACHABLE_EXIT)
+
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(COMMANDS)
 

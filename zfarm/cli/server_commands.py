@@ -6,12 +6,15 @@ import logging
 import os
 import socket
 import sys
+import tempfile
 from pathlib import Path
 
 import click
 
 from core.queues import direct_queue_name
 from core.settings import get_settings
+
+WORKER_FAILED_EXIT = 3  # `zfarm worker` could not start its model (or anything else it needs to render)
 
 
 @click.command()
@@ -71,7 +74,11 @@ def worker(name: str | None, loglevel: str) -> None:
 
     import worker.tasks  # noqa: F401  (registers the tasks and the process start-up hooks)
     from broker_config.celery_app import app
+    from worker import start_failure
     from worker.fp8_support import fp8_problem, smi_capability
+
+    note = Path(tempfile.mkstemp(prefix="zfarm-worker-start-")[1])
+    start_failure.failure_note = note  # the pool child, forked from here, writes why it could not start
 
     if s.precision == "fp8" and (problem := fp8_problem(s.device, None if s.device == "cpu" else smi_capability())):
         raise click.ClickException(f"worker {name} refuses to start: {problem}")  # never a silent bf16 fallback
@@ -98,6 +105,12 @@ def worker(name: str | None, loglevel: str) -> None:
             f"--loglevel={loglevel}",
         ]
     )
+    reason = note.read_text().strip()
+    note.unlink(missing_ok=True)
+    if reason:
+        # Celery routed sys.stderr into its logger while it ran; the line goes to the real stderr, last.
+        click.echo(f"zfarm worker {name} failed: {reason}", file=sys.__stderr__)
+        sys.exit(WORKER_FAILED_EXIT)
 
 
 @click.command()

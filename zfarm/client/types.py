@@ -86,9 +86,11 @@ class Job(TypedDict):
     content_hash: str | None
     reused_from: str | None
     precision: str  # bf16 or fp8
-    waiting_for: str | None  # why a queued job cannot start yet (no live worker runs its precision)
+    waiting_for: str | None  # why a queued job cannot start yet (no live worker at all, or none of its precision)
     mode: str  # text, img2img, inpaint or place
     inputs: dict[str, Input]  # image (and mask) the job starts from
+    adjustments: list[str]  # what the farm changed before rendering (enhance words, default negative prompt)
+    requested_prompt: str | None  # the prompt as sent, when the rendered one differs
 
 
 class Input(TypedDict):
@@ -124,6 +126,7 @@ class Batch(TypedDict):
 
     id: str
     name: str
+    created_by: str | None
     status: Literal["active", "succeeded", "failed", "canceled"]
     template: str
     key_column: str
@@ -177,6 +180,7 @@ class Worker(TypedDict):
     model_id: str | None
     precision: str | None  # the tier it runs: bf16 or fp8
     state: str
+    error: str | None
     current_job_id: str | None
     jobs_done: int
     load_seconds: float | None

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 import click
@@ -39,10 +40,13 @@ class Farm:
     api_url: str = ""
     webhook_secret: str = ""
     log_dir: Path | None = None  # children's output goes to files here instead of the terminal
+    # Worker rows written before this (an earlier run in the same data directory) say nothing about this run.
+    started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
     # 1. Start everything, in dependency order.
     def start(self) -> None:
         s = self.settings
+        self.started_at = datetime.now(UTC)
         s.data_dir.mkdir(parents=True, exist_ok=True)
         _require_free_port(s.api_host, s.api_port, "ZFARM_API_PORT")
         _require_free_port("127.0.0.1", s.flower_port, "ZFARM_FLOWER_PORT")
@@ -139,11 +143,15 @@ class Farm:
                 for child in self.children:
                     code = child.proc.poll()
                     if code is not None:
-                        click.echo(f"zfarm: {child.name} exited with code {code}; stopping the farm", err=True)
+                        why = self.worker_failure(engine, child.name) or f"exited with code {code}"
+                        click.echo(f"zfarm: {child.name} {why}; stopping the farm", err=True)
                         return 1
                 if time.monotonic() >= next_look and len(announced) < self.worker_count:
                     next_look = time.monotonic() + 1.0
-                    for line in self.newly_ready(engine, announced):
+                    for name, line, failed in self.newly_started(engine, announced):
+                        if failed:  # it cannot render: the farm stops rather than queue jobs nobody runs
+                            click.echo(f"zfarm: worker {name} {line}; stopping the farm", err=True)
+                            return 1
                         click.echo(line)
                 time.sleep(0.2)
             return 0
@@ -154,32 +162,63 @@ class Farm:
     def worker_count(self) -> int:
         return sum(1 for c in self.children if "@" in c.name)
 
-    def newly_ready(self, engine: Engine, announced: set[str]) -> list[str]:
-        """One line per worker that finished loading and warming since the last look: what it chose, how long."""
+    def newly_started(self, engine: Engine, announced: set[str]) -> list[tuple[str, str, bool]]:
+        """(name, line, failed) per worker that finished starting since the last look: ready (what it chose,
+        how long) or failed (why)."""
         from models import Worker
 
         names = [c.name for c in self.children if "@" in c.name and c.name not in announced]
         query = select(
             Worker.name,
+            Worker.state,
+            Worker.error,
             Worker.device,
             Worker.gpu_name,
             Worker.memory_policy,
             Worker.load_seconds,
             Worker.warmup_seconds,
-        ).where(Worker.name.in_(names), Worker.state.in_(("ready", "busy")))
+        ).where(
+            Worker.name.in_(names),
+            Worker.state.in_(("ready", "busy", "failed")),
+            Worker.started_at >= self.started_at,
+        )
         try:
             with engine.connect() as conn:
                 rows = conn.execute(query).all()
         except Exception:  # the database may be busy at start: look again at the next round
             return []
         lines = []
-        for name, device, gpu, policy, load, warm in rows:
+        for name, state, error, device, gpu, policy, load, warm in rows:
             announced.add(name)
+            if state == "failed":
+                lines.append((name, f"failed: {error}", True))
+                continue
             lines.append(
-                f"worker {name} ready on {gpu or device}: memory policy {policy}, "
-                f"load {load or 0:.1f} s, warmup {warm or 0:.1f} s"
+                (
+                    name,
+                    f"worker {name} ready on {gpu or device}: memory policy {policy}, "
+                    f"load {load or 0:.1f} s, warmup {warm or 0:.1f} s",
+                    False,
+                )
             )
         return lines
+
+    def worker_failure(self, engine: Engine, name: str) -> str | None:
+        """Why a worker that exited could not start, from its row (None for other children, or no reason)."""
+        from models import Worker
+
+        if "@" not in name:
+            return None
+        try:
+            with engine.connect() as conn:
+                error = conn.scalar(
+                    select(Worker.error).where(
+                        Worker.name == name, Worker.state == "failed", Worker.started_at >= self.started_at
+                    )
+                )
+        except Exception:
+            return None
+        return f"failed: {error}" if error else None
 
     # 3. Stop: SIGTERM each child's process group (Celery's pool children included), then SIGKILL.
     def stop(self) -> None:

@@ -112,8 +112,9 @@ class AsyncClient:
     async def get(self, job_id: str) -> Job:
         return cast(Job, await self._json("GET", f"/v1/jobs/{job_id}"))
 
-    async def jobs(self, status: str | None = None) -> list[Job]:
-        answer = await self._json("GET", "/v1/jobs", params=given(status=status))
+    async def jobs(self, status: str | None = None, limit: int = 50) -> list[Job]:
+        """Recent jobs, newest first (at most `limit`, up to 500), of one status if given."""
+        answer = await self._json("GET", "/v1/jobs", params=given(status=status, limit=limit))
         return cast(list[Job], answer["jobs"])
 
     async def cancel(self, job_id: str) -> Job:
@@ -217,8 +218,10 @@ class AsyncClient:
     async def get_batch(self, batch_id: str) -> Batch:
         return cast(Batch, await self._json("GET", f"/v1/batches/{batch_id}"))
 
-    async def batches(self, limit: int = 20) -> list[Batch]:
-        return cast(list[Batch], (await self._json("GET", "/v1/batches", params={"limit": limit}))["batches"])
+    async def batches(self, limit: int = 20, status: str | None = None) -> list[Batch]:
+        """Recent batches, newest first; `status`: active, succeeded, failed or canceled."""
+        params = given(limit=limit, status=status)
+        return cast(list[Batch], (await self._json("GET", "/v1/batches", params=params))["batches"])
 
     async def cancel_batch(self, batch_id: str) -> Batch:
         return cast(Batch, await self._json("DELETE", f"/v1/batches/{batch_id}"))
