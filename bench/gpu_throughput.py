@@ -558,6 +558,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--policy", default="full", help="memory policy of the main farm")
     ap.add_argument("--levers", action="store_true", help="also time single levers in-process (bench.levers)")
     ap.add_argument("--ladder", action="store_true", help="issue 15's levers in-process (bench.lever_ladder)")
+    ap.add_argument("--skip-farm", action="store_true", help="no bf16 farm stage (e.g. an fp8-only run)")
     ap.add_argument("--fp8-jobs", type=int, default=0, help="jobs for a farm run with ZFARM_PRECISION=fp8 (0: none)")
     ap.add_argument("--fp8-restart-jobs", type=int, default=0, help="jobs after restarting that farm (compile cache)")
     ap.add_argument("--fp8-batch", type=int, default=4, help="ZFARM_BATCH_MAX_IMAGES of the fp8 farm")
@@ -592,7 +593,7 @@ def main(argv: list[str] | None = None) -> int:
                 model, result["model"] = stage_model(a)
             elif name == "anchor" and a.anchor:
                 result["anchor"] = stage_anchor(a)
-            elif name == "farm":
+            elif name == "farm" and not a.skip_farm:
                 stage_farm(a, model, result)
             elif name == "fp8" and (a.fp8_jobs or a.fp8_restart_jobs):
                 stage_fp8(a, model, result)
