@@ -37,8 +37,8 @@ code=${PIPESTATUS[0]}
 # Worker logs (one folder per farm start), the anchor's and the ladder's logs and the setup log, in one archive:
 # the device tool brings back at most 8 files.
 LOGS="$(mktemp -d)"
-for f in "$WORK"/farm-*/logs*/gpu0.log; do
-    [ -f "$f" ] && tail -c 3000000 "$f" >"$LOGS/$(basename "$(dirname "$(dirname "$f")")")-$(basename "$(dirname "$f")")-gpu0.log"
+for f in "$WORK"/farm-*/logs*/*.log; do
+    [ -f "$f" ] && tail -c 3000000 "$f" >"$LOGS/$(basename "$(dirname "$(dirname "$f")")")-$(basename "$(dirname "$f")")-$(basename "$f")"
 done
 for f in "$WORK/anchor.log" "$WORK/ladder.log" "$OUT/setup.log"; do [ -f "$f" ] && cp "$f" "$LOGS/"; done
 tar -czf "$OUT/logs.tar.gz" -C "$LOGS" . && rm -f "$OUT/setup.log"

@@ -49,7 +49,7 @@ else
         "SQLAlchemy==2.1.9" "alembic==1.20.1" "Mako==1.4.3" \
         "pydantic==2.14.4" "pydantic-core==2.50.5" "pydantic-settings==2.16.3" \
         "python-dotenv==1.2.4" "psycopg[binary]==3.3.9" "zipstream-ng==1.9.3" "limits==5.8.0" \
-        "opentelemetry-api==1.45.2" "torchao==0.18.0" \
+        "opentelemetry-api==1.45.2" "torchao==0.18.0" "prompt_toolkit==3.0.53" \
         "importlib_metadata" "humanize" "pytz" "tzdata" "tzlocal" >"$LOG" 2>&1; then
         grep -E "^Successfully installed|WARNING|ERROR" "$LOG" || true
     else
