@@ -130,4 +130,4 @@ class S3Storage:
                 reason = f"access refused with these credentials ({_reason(exc)})"
             else:
                 reason = _reason(exc)
-            raise StorageUnavailable(f"storage {self.url_text} does not answer: {reason}") from exc
+            raise StorageUnavailable(f"storage {self.url_text} cannot be used: {reason}") from exc
