@@ -52,6 +52,8 @@ class S3Storage:
             # (403, 404) is not retried: it would be refused again.
             retries={"max_attempts": 3, "mode": "standard"},
             signature_version="s3v4",
+            # One connection per download the API streams at once (threadpool) and per finisher thread.
+            max_pool_connections=64,
             # Path-style addressing for a custom endpoint: MinIO and most self-hosted stores have no
             # per-bucket DNS names.
             s3={"addressing_style": "path" if endpoint_url else "auto"},
