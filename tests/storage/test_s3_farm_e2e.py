@@ -132,6 +132,9 @@ def test_presigned_mode_links_records_webhooks_and_manifests_to_the_bucket(s3_fa
             assert job_record(job, "http://farm")["images"][0]["url"] == f"http://farm/v1/jobs/{job_id}/images/0"
         manifest = list(csv.DictReader(io.StringIO(api.get(f"{batch['url']}/manifest.csv").text)))
         assert httpx.get(manifest[0]["url"]).content == in_bucket
+        # The review board's <img> tags load from the bucket too (api/static/app.js uses such links as they are).
+        [item] = api.get(f"/v1/batches/{batch['id']}/items").json()["items"]
+        assert httpx.get(item["images"][0]["url"]).content == in_bucket
 
 
 def test_the_worker_reads_input_images_and_adapters_from_the_bucket(s3_farm: S3Farm, tmp_path: Path) -> None:
