@@ -123,3 +123,13 @@ def test_a_lost_local_file_answers_404_naming_the_job_and_index(tmp_path: Path, 
         gone = api.get(f"/v1/jobs/{job_id}/images/0")
     assert gone.status_code == 404
     assert gone.json()["detail"] == f"job {job_id} image 0: its bytes are missing from storage (key {key})"
+
+
+def test_healthz_reports_a_bucket_that_went_away(s3_api: TestClient, bucket: Bucket) -> None:
+    assert s3_api.get("/healthz").json()["storage"] == "ok"
+    bucket.client.delete_bucket(Bucket=bucket.name)
+    health = s3_api.get("/healthz")
+    assert health.status_code == 503 and health.json()["status"] == "degraded"
+    assert health.json()["storage"] == (
+        f"error: storage {bucket.url} at {bucket.endpoint} cannot be used: no such bucket (create it first)"
+    )
