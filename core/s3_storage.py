@@ -58,7 +58,9 @@ class S3Storage:
             # per-bucket DNS names.
             s3={"addressing_style": "path" if endpoint_url else "auto"},
         )
-        self.client: Any = boto3.client("s3", endpoint_url=endpoint_url, config=config)
+        # A session of its own: credentials are read from the environment now, not from boto3's default
+        # session, which keeps the first credentials it resolved for the life of the process.
+        self.client: Any = boto3.session.Session().client("s3", endpoint_url=endpoint_url, config=config)
 
     def _key(self, key: str) -> str:
         return self.prefix + check_key(key)
