@@ -47,13 +47,15 @@ class Affinity:
     offline_after: float = 30.0
     precision: str = DEFAULT_PRECISION
 
-    def workers(self) -> TierWorkers:
+    def workers(self, session: Session | None = None) -> TierWorkers:
         """Live workers of this tier (a fresh heartbeat, a state that serves) and the tier's other workers."""
         stale = utcnow() - timedelta(seconds=self.offline_after)
-        with self.sessions() as s:
-            rows = s.execute(
-                select(Worker.name, Worker.adapters, Worker.last_heartbeat, Worker.state, Worker.precision)
-            ).all()
+        query = select(Worker.name, Worker.adapters, Worker.last_heartbeat, Worker.state, Worker.precision)
+        if session is not None:
+            rows = list(session.execute(query).all())
+        else:
+            with self.sessions() as s:
+                rows = list(s.execute(query).all())
         rows = [r for r in rows if (r.precision or DEFAULT_PRECISION) == self.precision]
         live = {n: (a or {}).get("slot") for n, a, beat, st, _ in rows if beat >= stale and st not in NOT_SERVING}
         return TierWorkers(live, [name for name, *_ in rows if name not in live])
@@ -71,15 +73,21 @@ class Affinity:
             pipe.llen(direct_queue_name(self.bulk_queue, worker))
         return sum(int(n) for n in pipe.execute())
 
-    def route(self, ids: list[str], workers: TierWorkers | None = None) -> dict[str, list[str]]:
+    def route(
+        self, ids: list[str], workers: TierWorkers | None = None, session: Session | None = None
+    ) -> dict[str, list[str]]:
         """Ids by the queue to send them to, each list in the order given."""
-        live = (workers or self.workers()).live
+        live = (workers or self.workers(session)).live
         holders = {w: sig for w, sig in live.items() if sig}
         out: dict[str, list[str]] = {}
         if not holders:
             return {self.bulk_queue: list(ids)}
-        with self.sessions() as s:
-            signatures = dict(s.execute(select(Job.id, Job.adapters).where(Job.id.in_(ids))).tuples().all())
+        query = select(Job.id, Job.adapters).where(Job.id.in_(ids))
+        if session is not None:
+            signatures = dict(session.execute(query).tuples().all())
+        else:
+            with self.sessions() as s:
+                signatures = dict(s.execute(query).tuples().all())
         lengths = {w: self._length(w) for w in holders}
         for job_id in ids:
             wanted = signatures.get(job_id)

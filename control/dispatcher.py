@@ -97,14 +97,20 @@ class Dispatcher:
         if not lock.acquire():
             return 0  # another API process has been dispatching for a while: its round covers this one
         try:
-            # Messages without a priority sit in the plain list; the farm never sets one.
             affinity = self.affinities[precision]
-            workers = affinity.workers()
             if thorough:
-                affinity.drain_offline(workers)
-            waiting = int(cast(int, self.redis.llen(queue))) + affinity.waiting(workers)
-            missing = self.target_depth(precision, workers) - waiting
-            return self._dispatch(missing, precision, workers) if missing > 0 else 0
+                affinity.drain_offline()
+            # One reading for the whole round (workers, depth, batches, their next rows), then one transaction that
+            # records what was sent: a round is a few statements, however many ids it sends.
+            with self.sessions() as s:
+                workers = affinity.workers(s)
+                # Messages without a priority sit in the plain list; the farm never sets one.
+                waiting = int(cast(int, self.redis.llen(queue))) + affinity.waiting(workers)
+                missing = self.target_depth(precision, workers) - waiting
+                if missing <= 0:
+                    return 0
+                routes, served = self._choose(s, missing, precision, workers)
+            return self._send(routes, served)
         finally:
             try:
                 lock.release()
@@ -118,38 +124,43 @@ class Dispatcher:
         live = (workers or self.affinities[precision].workers()).live
         return max(MIN_DEPTH, PER_WORKER * len(live))
 
-    def _dispatch(self, count: int, precision: str = DEFAULT_PRECISION, workers: TierWorkers | None = None) -> int:
-        with self.sessions() as s:
-            waiting = (
-                select(Job.batch_id)
-                .where(
-                    Job.lane == Lane.BULK,
-                    Job.status == JobStatus.QUEUED,
-                    Job.enqueued_at.is_(None),
-                    Job.precision == precision,
-                )
-                .distinct()
+    def _choose(
+        self, s: Session, count: int, precision: str, workers: TierWorkers
+    ) -> tuple[dict[str, list[str]], list[str]]:
+        """Up to `count` ids by turns, grouped by the queue each goes to; and the batch served at each turn."""
+        waiting = (
+            select(Job.batch_id)
+            .where(
+                Job.lane == Lane.BULK,
+                Job.status == JobStatus.QUEUED,
+                Job.enqueued_at.is_(None),
+                Job.precision == precision,
             )
-            rows = s.execute(
-                select(Batch.id, Batch.tenant)
-                .where(Batch.id.in_(waiting))
-                .order_by(Batch.dispatched_at.asc().nulls_first(), Batch.created_at, Batch.id)
-            ).all()
-            order = [batch_id for batch_id, _ in rows]
-            tenant_of = {batch_id: tenant or "" for batch_id, tenant in rows}
-            heads = {batch_id: self._next_ids(s, batch_id, count, precision) for batch_id in order}
+            .distinct()
+        )
+        rows = s.execute(
+            select(Batch.id, Batch.tenant)
+            .where(Batch.id.in_(waiting))
+            .order_by(Batch.dispatched_at.asc().nulls_first(), Batch.created_at, Batch.id)
+        ).all()
+        order = [batch_id for batch_id, _ in rows]
+        tenant_of = {batch_id: tenant or "" for batch_id, tenant in rows}
+        heads = {batch_id: self._next_ids(s, batch_id, count, precision) for batch_id in order}
         picks, served = take_turns(order, heads, count, tenant_of)
         if not picks:
+            return {}, []
+        return self.affinities[precision].route(picks, workers, s), served
+
+    def _send(self, routes: dict[str, list[str]], served: list[str]) -> int:
+        # Each to a worker's own queue or the tier's, named here: the Enqueuer need not look the tier up again.
+        sent = [job_id for queue, ids in routes.items() for job_id in self.enqueuer.publish(ids, queue)]
+        if not served:
             return 0
-        affinity = self.affinities[precision]
-        sent: list[str] = []
-        for queue, ids in affinity.route(picks, workers).items():
-            # a worker's own queue, else the tier's: named here, the Enqueuer need not look the tier up again
-            sent.extend(self.enqueuer.send(ids, Lane.BULK, queue=queue))
         # The batch served last in this round goes last in the next one.
         now = utcnow()
         last_turn = {batch_id: position for position, batch_id in enumerate(served)}
         with transaction(self.sessions) as s:
+            self.enqueuer.mark_sent(s, sent)
             for batch_id, position in last_turn.items():
                 s.execute(
                     update(Batch)
