@@ -11,8 +11,8 @@ Two measurements:
             job through the lifecycle calls a worker makes (claim, succeed). Also the same consumers on a queue
             filled with every id at once (no dispatcher): their own ceiling.
 
-usage: python bench/bulk_dispatch.py farm [--rows 3000] [--workers 3] [--database-url URL]
-       python bench/bulk_dispatch.py capacity [--rows 6000] [--fake-workers 8] [--consumers 2] [--database-url URL]
+usage: python bench/bulk_dispatch.py farm [--rows 3000] [--workers 3] [--steps 2] [--database-url URL]
+       python bench/bulk_dispatch.py capacity [--rows 6000] [--fake-workers 8] [--consumers 2] [--modes ...]
 The default database is a fresh one on the local PostgreSQL (postgres@127.0.0.1:5432), dropped at the end.
 """
 
@@ -162,7 +162,9 @@ def busy_union(spans: list[tuple[datetime, datetime]], lo: datetime, hi: datetim
     return total
 
 
-def phase_figures(farm: Farm, where: sa.ColumnElement[bool], names: list[str]) -> dict[str, object]:
+def phase_figures(
+    farm: Farm, where: sa.ColumnElement[bool], names: list[str], accepted_at: datetime
+) -> dict[str, object]:
     with farm.sessions() as s:
         rows = s.execute(
             select(Job.worker_name, Job.started_at, Job.finished_at, Job.gpu_seconds, Job.status).where(where)
@@ -208,6 +210,7 @@ def run_farm(args: argparse.Namespace) -> None:
                     with ThreadPoolExecutor(4) as pool:
                         ids = list(pool.map(submit, range(args.rows)))
                     accepted = time.monotonic() - sent
+                    accepted_at = utcnow()
                     farm.wait_done(ids=ids)
                     where = Job.id.in_(ids)
                 else:
@@ -216,16 +219,18 @@ def run_farm(args: argparse.Namespace) -> None:
                     answer = farm.http.post("/v1/batches", json=body)
                     answer.raise_for_status()
                     accepted = time.monotonic() - sent
+                    accepted_at = utcnow()
                     batch_id = answer.json()["id"]
                     farm.wait_done(batch_id=batch_id)
                     where = Job.batch_id == batch_id
-                figures = phase_figures(farm, where, farm.names)
+                figures = phase_figures(farm, where, farm.names, accepted_at)
                 figures["accept_s"] = accepted
                 results[phase] = figures
                 print_phase(phase, figures)
             if {"single", "bulk"} <= results.keys():
-                ratio = float(results["bulk"]["jobs_per_s"]) / float(results["single"]["jobs_per_s"])  # type: ignore[arg-type]
-                print(f"bulk / single throughput: {ratio:.3f}")
+                for key in ("jobs_per_s", "steady_jobs_per_s"):
+                    ratio = float(results["bulk"][key]) / float(results["single"][key])  # type: ignore[arg-type]
+                    print(f"bulk / single {key}: {ratio:.3f}")
         finally:
             farm.stop()
 
@@ -237,7 +242,8 @@ def print_phase(phase: str, figures: dict[str, object]) -> None:
     render = ", ".join(f"{w['render'] * 100:.1f}%" for w in workers.values())
     print(
         f"{phase}: {figures['succeeded']}/{figures['jobs']} succeeded in {figures['wall_s']:.1f} s "
-        f"= {figures['jobs_per_s']:.2f} jobs/s (accepted in {figures['accept_s']:.1f} s); "
+        f"= {figures['jobs_per_s']:.2f} jobs/s (accepted in {figures['accept_s']:.1f} s; "
+        f"{figures['steady_jobs_per_s']:.2f} jobs/s after that); "
         f"busy per worker {busy}; render time per worker {render}; jobs per worker "
         f"{[w['jobs'] for w in workers.values()]}",
         flush=True,
@@ -247,7 +253,9 @@ def print_phase(phase: str, figures: dict[str, object]) -> None:
 # ---- capacity: the dispatcher against fake consumers ----------------------------------------------------------
 
 
-def consume(db_url: str, redis_url: str, queue: str, bulk: str, ring: bool, stop_at: int, out: mp.Queue) -> None:
+def consume(
+    db_url: str, redis_url: str, queue: str, bulk: str, ring: bool, record: bool, stop_at: int, out: mp.Queue
+) -> None:
     """One fake worker: pop, ring, claim, succeed; as fast as it can. Reports (jobs, seconds it waited for an id
     that then came, the wall-clock time of its last job)."""
     from control.broker_inspect import _job_id
@@ -266,6 +274,11 @@ def consume(db_url: str, redis_url: str, queue: str, bulk: str, ring: bool, stop
         if ring:
             bulk_signal.ring(r, queue, bulk)  # what worker/bulk_taken.py does as the consumer takes an id
         job_id = _job_id(got[1])
+        if not record:  # pop-only: the dispatcher's own pace, without the database work of the consumers
+            done += 1
+            last = time.time()
+            r.incr(f"{queue}:bench-done")
+            continue
         with transaction(sessions) as s:
             job = s.get(Job, job_id)
             if job is None or not lifecycle.claim(s, job, worker_name="fake"):
@@ -326,7 +339,7 @@ class TimedDispatcher(Dispatcher):
 def run_capacity(args: argparse.Namespace) -> None:
 
     ctx = mp.get_context("spawn")  # the consumers start clean, not forked from a process with threads
-    for mode in ("dispatcher", "prefilled"):
+    for mode in args.modes.split(","):
         with fresh_database(args.database_url) as db_url:
             upgrade(db_url)
             engine = make_engine(db_url)
@@ -346,14 +359,23 @@ def run_capacity(args: argparse.Namespace) -> None:
             consumers = [
                 ctx.Process(
                     target=consume,
-                    args=(db_url, args.redis_url, queue, dispatcher.queue, mode == "dispatcher", args.rows, out),
+                    args=(
+                        db_url,
+                        args.redis_url,
+                        queue,
+                        dispatcher.queue,
+                        mode != "prefilled",
+                        mode != "pop-only",
+                        args.rows,
+                        out,
+                    ),
                 )
                 for _ in range(args.consumers)
             ]
             for c in consumers:
                 c.start()
             thread = DispatcherThread(dispatcher, every=0.5)
-            if mode == "dispatcher":
+            if mode != "prefilled":
                 thread.start()
                 thread.wake()
             reports = [out.get(timeout=1800) for _ in consumers]
@@ -396,6 +418,12 @@ def main() -> int:
     ap.add_argument("--phases", default="single,bulk")
     ap.add_argument("--fake-workers", type=int, default=8)
     ap.add_argument("--consumers", type=int, default=2)
+    ap.add_argument(
+        "--modes",
+        default="dispatcher,prefilled,pop-only",
+        help="dispatcher: ids from the dispatcher, consumers record each job; prefilled: every id queued at once, "
+        "no dispatcher (the consumers' own ceiling); pop-only: ids from the dispatcher, consumers record nothing",
+    )
     ap.add_argument("--database-url", default=None)
     ap.add_argument("--redis-url", default=os.environ.get("ZFARM_REDIS_URL", "redis://127.0.0.1:6379/0"))
     args = ap.parse_args()
