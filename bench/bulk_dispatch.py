@@ -180,11 +180,16 @@ def phase_figures(
             "busy": busy_union([(r.started_at, r.finished_at) for r in mine], lo, hi) / wall,
             "render": sum(r.gpu_seconds or 0.0 for r in mine) / wall,
         }
+    # After the last job was accepted: single jobs are sent one request each while the workers already render,
+    # and those requests take CPU from them on a small machine; a batch is one request.
+    after = [r for r in ok if r.finished_at > accepted_at]
+    steady = len(after) / (hi - max(accepted_at, lo)).total_seconds()
     return {
         "jobs": len(rows),
         "succeeded": len(ok),
         "wall_s": wall,
         "jobs_per_s": len(ok) / wall,
+        "steady_jobs_per_s": steady,
         "workers": per_worker,
     }
 

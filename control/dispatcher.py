@@ -82,7 +82,7 @@ class Dispatcher:
         bulk_signal.ring(self.redis, self.enqueuer.queue)
 
     def wait_for_ring(self, timeout: float) -> list[str] | None:
-        """Blocks until a ring or `timeout` s: the tiers rung (oldest first), None when none rang."""
+        """Blocks until a ring or `timeout` s: the precision tiers rung, None when none rang."""
         rung = bulk_signal.wait(self.redis, self.enqueuer.queue, timeout)
         if not rung:
             return None
