@@ -12,7 +12,7 @@ and two brands on two workers each stay put. A worker that goes offline has its 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import cast
 
@@ -22,12 +22,21 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from control.broker_inspect import _job_id
 from core.queues import DEFAULT_PRECISION, direct_queue_name
-from models import Job, JobStatus, Worker, WorkerState
+from models import Job, JobStatus, Worker
 from models.base import utcnow
 from models.db import transaction
+from models.workers import NOT_SERVING
 
 log = logging.getLogger(__name__)
 DIRECT_DEPTH = 2  # ids waiting in one worker's own queue: one to run next, one behind it
+
+
+@dataclass(frozen=True)
+class TierWorkers:
+    """One reading of a tier's worker rows, shared by the steps of a dispatcher round (one query, not four)."""
+
+    live: dict[str, str | None] = field(default_factory=dict)  # live workers -> the signature in their slot
+    gone: list[str] = field(default_factory=list)  # the tier's other workers: offline, failed or silent
 
 
 @dataclass
@@ -38,34 +47,47 @@ class Affinity:
     offline_after: float = 30.0
     precision: str = DEFAULT_PRECISION
 
-    def _workers(self) -> tuple[dict[str, str | None], list[str]]:
-        """Live workers of this tier with the signature in their adapter slot, and the tier's other workers."""
+    def workers(self, session: Session | None = None) -> TierWorkers:
+        """Live workers of this tier (a fresh heartbeat, a state that serves) and the tier's other workers."""
         stale = utcnow() - timedelta(seconds=self.offline_after)
-        with self.sessions() as s:
-            rows = s.execute(
-                select(Worker.name, Worker.adapters, Worker.last_heartbeat, Worker.state, Worker.precision)
-            ).all()
+        query = select(Worker.name, Worker.adapters, Worker.last_heartbeat, Worker.state, Worker.precision)
+        if session is not None:
+            rows = list(session.execute(query).all())
+        else:
+            with self.sessions() as s:
+                rows = list(s.execute(query).all())
         rows = [r for r in rows if (r.precision or DEFAULT_PRECISION) == self.precision]
-        live = {n: (a or {}).get("slot") for n, a, beat, st, _ in rows if beat >= stale and st != WorkerState.OFFLINE}
-        return live, [name for name, *_ in rows if name not in live]
+        live = {n: (a or {}).get("slot") for n, a, beat, st, _ in rows if beat >= stale and st not in NOT_SERVING}
+        return TierWorkers(live, [name for name, *_ in rows if name not in live])
 
     def _length(self, worker: str) -> int:
         return int(cast(int, self.redis.llen(direct_queue_name(self.bulk_queue, worker))))
 
-    def waiting(self) -> int:
+    def waiting(self, workers: TierWorkers | None = None) -> int:
         """Ids in the live workers' own queues: they count toward the bulk queue's depth."""
-        live, _ = self._workers()
-        return sum(self._length(worker) for worker in live)
+        live = (workers or self.workers()).live
+        if not live:
+            return 0
+        pipe = self.redis.pipeline(transaction=False)
+        for worker in live:
+            pipe.llen(direct_queue_name(self.bulk_queue, worker))
+        return sum(int(n) for n in pipe.execute())
 
-    def route(self, ids: list[str]) -> dict[str, list[str]]:
+    def route(
+        self, ids: list[str], workers: TierWorkers | None = None, session: Session | None = None
+    ) -> dict[str, list[str]]:
         """Ids by the queue to send them to, each list in the order given."""
-        live, _ = self._workers()
+        live = (workers or self.workers(session)).live
         holders = {w: sig for w, sig in live.items() if sig}
         out: dict[str, list[str]] = {}
         if not holders:
             return {self.bulk_queue: list(ids)}
-        with self.sessions() as s:
-            signatures = dict(s.execute(select(Job.id, Job.adapters).where(Job.id.in_(ids))).tuples().all())
+        query = select(Job.id, Job.adapters).where(Job.id.in_(ids))
+        if session is not None:
+            signatures = dict(session.execute(query).tuples().all())
+        else:
+            with self.sessions() as s:
+                signatures = dict(s.execute(query).tuples().all())
         lengths = {w: self._length(w) for w in holders}
         for job_id in ids:
             wanted = signatures.get(job_id)
@@ -78,9 +100,9 @@ class Affinity:
                 out.setdefault(self.bulk_queue, []).append(job_id)
         return out
 
-    def drain_offline(self) -> int:
+    def drain_offline(self, workers: TierWorkers | None = None) -> int:
         """Ids left in the own queues of workers that went away go back to SQL to be sent again."""
-        _, gone = self._workers()
+        gone = (workers or self.workers()).gone
         drained: list[str] = []
         for worker in gone:
             key = direct_queue_name(self.bulk_queue, worker)

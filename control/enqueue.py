@@ -52,9 +52,18 @@ class Enqueuer:
                     sent.extend(self._send(group, self.queue_for(lane, precision)))
         if sent:
             with transaction(self.sessions) as s:
-                for i in range(0, len(sent), PIPELINE):
-                    s.execute(update(Job).where(Job.id.in_(sent[i : i + PIPELINE])).values(enqueued_at=utcnow()))
+                self.mark_sent(s, sent)
         return sent
+
+    def publish(self, job_ids: list[str], queue: str) -> list[str]:
+        """Sends ids to `queue` without recording them: the caller records those sent (`mark_sent`) in its own
+        transaction (the dispatcher's round writes once)."""
+        return self._send(job_ids, queue)
+
+    @staticmethod
+    def mark_sent(session: Session, job_ids: list[str]) -> None:
+        for i in range(0, len(job_ids), PIPELINE):
+            session.execute(update(Job).where(Job.id.in_(job_ids[i : i + PIPELINE])).values(enqueued_at=utcnow()))
 
     def _send(self, ids: list[str], queue: str) -> list[str]:
         sent: list[str] = []

@@ -130,6 +130,7 @@ class FarmSettings(BaseSettings):
     # Bulk job ids kept in Redis at once (the rest wait in SQL and are fed in by turns between batches).
     # Unset: two per live worker, at least 2. Smaller means finer fairness, larger means less idle risk.
     bulk_queue_depth: int | None = Field(None, ge=1, le=10_000)
+    # The dispatcher's timer round; it also runs a round whenever a worker takes a bulk id (control/dispatcher.py).
     dispatch_every_seconds: float = Field(0.5, gt=0, le=60)
 
     # LoRA adapters (issue 13). Workers hold one adapter slot of this rank in the transformer (the adapters of one

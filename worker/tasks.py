@@ -24,6 +24,7 @@ from broker_config.celery_app import app
 from broker_config.task_names import RENDER_JOB
 from core.settings import get_settings
 from models import WorkerState
+from worker import bulk_taken  # noqa: F401  (the consumer rings the bulk dispatcher as it takes a bulk id)
 from worker.failures import mark_failed
 from worker.start_failure import give_up_start
 

@@ -116,7 +116,7 @@ async def create_batch(
         _accept, request, principal, settings, options, payload, source, idempotency_key, images
     )
     if not replayed:
-        request.app.state.wake_dispatcher()
+        await run_in_threadpool(request.app.state.wake_dispatcher)  # a Redis call: off the event loop
         if options.callback_url is not None:  # every row reused: the batch is done already
             await run_in_threadpool(send_now, request.app.state.sessions, request.app.state.celery, batch_id=batch.id)
     else:
