@@ -9,7 +9,6 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 
 import click
@@ -33,14 +32,13 @@ class Farm:
     api_url: str = ""
     webhook_secret: str = ""
     log_dir: Path | None = None  # children's output goes to files here instead of the terminal
-    announced: set[str] = field(default_factory=set)  # workers whose ready line was printed since their start
-    # Worker rows written before this (an earlier run in the same data directory) say nothing about this run.
-    started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    # Workers whose ready line was printed since their (re)start. A worker row older than its child's
+    # started_at (an earlier run in the same data dir, or before a restart) says nothing about this one.
+    announced: set[str] = field(default_factory=set)
 
     # 1. Start everything, in dependency order.
     def start(self) -> None:
         s = self.settings
-        self.started_at = datetime.now(UTC)
         s.data_dir.mkdir(parents=True, exist_ok=True)
         if data_layout.move_old_model_cache(s.data_dir.resolve()):
             click.echo(f"zfarm: moved the model cache to {s.models_dir} (its old name shadowed a package)", err=True)
