@@ -112,3 +112,43 @@ def _answers(port: int) -> bool:
         return bool(redis.Redis(port=port, socket_timeout=1).ping())
     except redis.ConnectionError:
         return False
+
+
+@pytest.mark.timeout(900)  # two starts of the farm and a render on a shared test machine
+def test_a_second_sigterm_stops_cold_and_the_cut_off_job_runs_again_at_the_next_start(tmp_path: Path) -> None:
+    # given: a farm rendering a job that takes several seconds
+    data, log = tmp_path / "data", tmp_path / "up.log"
+    env = up_env(data, free_port(), free_port())
+    url = f"http://127.0.0.1:{env['ZFARM_API_PORT']}"
+    up = start_up(env, log)
+    tree: list[psutil.Process] = []
+    try:
+        with Client(url) as client:
+            wait_for(lambda: up.poll() is not None or ready_workers(client), 240, "a ready worker", 0.5)
+            tree = process_tree(up)
+            job_id = client.submit("cut off", width=512, height=512, steps=10, seed=4)["id"]
+            wait_for(lambda: client.get(job_id)["status"] == "running", 120, "the job running", 0.2)
+        # when: SIGTERM, then SIGTERM again once the warm stop has begun
+        up.send_signal(signal.SIGTERM)
+        wait_for(lambda: "zfarm: warm stop" in log.read_text(), 30, "the warm stop")
+        up.send_signal(signal.SIGTERM)
+        code = up.wait(timeout=60)
+    finally:
+        kill_tree(up, tree)
+    said = log.read_text()
+    # then: the screen says the stop is cold, the job did not finish, and nothing is left running
+    assert code == 0, said[-3000:]
+    assert said.count("zfarm: cold stop: running jobs are cut off and run again at the next start") == 1
+    assert job_row(data, job_id)["status"] != "succeeded"
+    assert alive(tree) == []
+    # when: the farm starts again, the job runs again and succeeds
+    up = start_up(env, tmp_path / "again.log")
+    try:
+        with Client(url) as client:
+            wait_for(lambda: up.poll() is not None or ready_workers(client), 240, "a ready worker again", 0.5)
+            final = client.wait(job_id, timeout=300)
+        up.send_signal(signal.SIGINT)
+        up.wait(timeout=120)
+    finally:
+        kill_tree(up, process_tree(up))
+    assert final["status"] == "succeeded" and final["attempts"] == 2, final

@@ -56,6 +56,7 @@ class StopSignals:
     """SIGINT/SIGTERM received by `zfarm up`: the first asks for a warm stop, a second one for a cold stop."""
 
     count: int = 0
+    cold_started: bool = False  # the workers were told to stop cold (once, and said once)
 
     @property
     def requested(self) -> bool:
@@ -147,10 +148,9 @@ def stop_children(children: list[Child], signals: StopSignals, timeout: float) -
 def _wait_for_exit(deadlines: dict[Child, float], signals: StopSignals) -> None:
     """Waits for each child until its deadline, then kills its group; on a second stop signal the deadlines
     shrink to COLD_STOP_SECONDS and the Celery workers are told to stop cold."""
-    cold = False
     while alive := [c for c in deadlines if c.proc.poll() is None]:
-        if signals.cold and not cold:
-            cold = True
+        if signals.cold and not signals.cold_started:
+            signals.cold_started = True
             click.echo("zfarm: cold stop: running jobs are cut off and run again at the next start", err=True)
             for child in alive:
                 # Celery's cold shutdown puts the message of the running job back in the queue; others just end.
