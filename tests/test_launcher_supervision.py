@@ -53,6 +53,24 @@ def test_a_child_that_keeps_dying_is_restarted_then_the_farm_gives_up(
     farm.stop()
 
 
+def test_flower_past_its_budget_is_given_up_on_and_the_farm_goes_on(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    farm = Farm(FarmSettings(data_dir=tmp_path))
+    flower = _child("flower", "import sys; sys.exit(1)", budget=RestartBudget(limit=1, first_backoff=0.05))
+    farm.children.append(flower)
+    engine = make_engine(farm.settings.resolved_database_url)
+    try:
+        assert farm.on_exit(engine, flower, flower.proc.wait()) is None  # the one restart it has
+        assert farm.on_exit(engine, flower, 1) is None and flower.given_up
+    finally:
+        engine.dispose()
+        farm.stop()
+    assert "flower exited with code 1; it was restarted 1 times in 10 min: giving up on it, the farm goes on" in (
+        capsys.readouterr().err
+    )
+
+
 def test_a_worker_that_could_not_start_is_not_restarted_and_the_others_go_on(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

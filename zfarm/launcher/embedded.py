@@ -172,6 +172,14 @@ class Farm:
             click.echo(f"zfarm: worker {child.name} {why}; stopping the farm (no worker left)", err=True)
             return 1
         delay = child.budget.take(time.monotonic())
+        if delay is None and not child.essential:
+            child.given_up = True
+            click.echo(
+                f"zfarm: {child.name} {describe_exit(code)}; it was restarted {child.budget.limit} times in "
+                f"{child.budget.window / 60:.0f} min: giving up on it, the farm goes on without it",
+                err=True,
+            )
+            return None
         if delay is None:
             click.echo(
                 f"zfarm: {child.name} {describe_exit(code)}; it was restarted {child.budget.limit} times in "

@@ -103,6 +103,11 @@ class Child:
         return "@" in self.name
 
     @property
+    def essential(self) -> bool:
+        """Flower only watches: the farm renders on without it once it is given up on."""
+        return self.name != "flower"
+
+    @property
     def is_celery(self) -> bool:
         return self.is_worker or self.name == "webhooks"
 
