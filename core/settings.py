@@ -14,6 +14,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from core import data_layout
 from core.presets import PRESET_NAME, SHIPPED, Preset
 from core.queues import Precision, bulk_queue_name, precision_queue
 from core.storage import parse_s3_url
@@ -93,6 +94,8 @@ class FarmSettings(BaseSettings):
     job_time_limit_seconds: int = Field(1800, ge=10, le=86400)
     # Loading a 10B-parameter pipeline in the worker child takes minutes, not Celery's default 4 s.
     worker_start_timeout_seconds: float = Field(900.0, gt=0)
+    # `zfarm up`'s warm stop waits this long for running jobs to finish, then cuts them off (they run again).
+    stop_timeout_seconds: float = Field(120.0, gt=0, le=86400)
 
     # Used when a job asks for guidance > 0 and sends no negative prompt (guidance 0 ignores negative prompts).
     default_negative_prompt: str | None = Field(None, min_length=1, max_length=4000)
@@ -231,7 +234,7 @@ class FarmSettings(BaseSettings):
     def resolved_database_url(self) -> str:
         if self.database_url:
             return self.database_url
-        return f"sqlite:///{(self.data_dir / 'zfarm.db').resolve()}"
+        return f"sqlite:///{(self.data_dir / data_layout.DATABASE_FILE).resolve()}"
 
     @property
     def resolved_redis_url(self) -> str:
@@ -239,19 +242,19 @@ class FarmSettings(BaseSettings):
 
     @property
     def storage_dir(self) -> Path:
-        return (self.data_dir / "images").resolve()
+        return (self.data_dir / data_layout.IMAGES_DIR).resolve()
 
     @property
     def lora_cache_dir(self) -> Path:
-        return (self.data_dir / "lora-cache").resolve()
+        return (self.data_dir / data_layout.LORA_CACHE_DIR).resolve()
 
     @property
     def compile_cache_dir(self) -> Path | None:
-        return (self.data_dir / "compile-cache").resolve() if self.compile_cache else None
+        return (self.data_dir / data_layout.COMPILE_CACHE_DIR).resolve() if self.compile_cache else None
 
     @property
     def models_dir(self) -> Path:
-        return (self.data_dir / "models").resolve()
+        return (self.data_dir / data_layout.MODEL_CACHE_DIR).resolve()
 
     @property
     def all_presets(self) -> dict[str, Preset]:

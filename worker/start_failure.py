@@ -17,6 +17,8 @@ log = logging.getLogger(__name__)
 # Set by `zfarm worker` in the parent before the pool child is forked: the child writes its one-line reason
 # here, so the parent can repeat it and exit non-zero even when the database could not record it.
 failure_note: Path | None = None
+# The exit code of `zfarm worker` (and of its pool child) when it could not start: `zfarm up` does not restart it.
+START_FAILED_EXIT = 3
 # Long enough for the parent to take its cold-shutdown signal before this child's exit is noticed (else the
 # pool might fork a replacement that fails the same way), short enough not to hold the shutdown up.
 PARENT_SIGNAL_GRACE_SECONDS = 1.0
@@ -41,4 +43,4 @@ def give_up_start(name: str, exc: BaseException) -> NoReturn:
         failure_note.write_text(reason)
     os.kill(os.getppid(), signal.SIGQUIT)  # Celery's cold shutdown: consumes nothing more
     time.sleep(PARENT_SIGNAL_GRACE_SECONDS)
-    os._exit(3)
+    os._exit(START_FAILED_EXIT)

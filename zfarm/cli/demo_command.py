@@ -19,7 +19,8 @@ from core.settings import DEFAULT_MODEL, TINY_MODEL, FarmSettings
 from zfarm.cli.batch_commands import summary
 from zfarm.cli.demo_photos import check_kept, run_photo_demo
 from zfarm.client import Batch, BatchCreated, Client
-from zfarm.launcher.embedded import Farm, install_signal_handlers, open_on_loopback, pick_free_ports
+from zfarm.launcher.embedded import Farm, open_on_loopback, pick_free_ports
+from zfarm.launcher.supervision import StopSignals
 
 TEMPLATE = "studio product photo of a {material} {product} on {setting}, soft light, 85mm, high detail"
 DEMO_SIZE = 512
@@ -50,8 +51,8 @@ def run_demo(settings: FarmSettings, catalog: Path | None, out: Path | None) -> 
     out = (out or settings.data_dir / "demo").resolve()
     settings = open_on_loopback(pick_free_ports(settings))
     farm = Farm(settings, log_dir=settings.data_dir.resolve() / "logs")
-    stop = [False]
-    install_signal_handlers(stop)
+    stop = StopSignals()
+    stop.install()
     try:
         farm.start()
         click.echo(f"embedded farm started (process logs in {farm.log_dir}):")
@@ -80,7 +81,7 @@ def run_demo(settings: FarmSettings, catalog: Path | None, out: Path | None) -> 
             photos = run_photo_demo(client, out / "photos", DEMO_SEED, lambda c, b: follow(c, b, stop))
     finally:
         click.echo("stopping the farm ...")
-        farm.stop()
+        farm.stop(stop)
     click.echo(summary(final))
     click.echo(f"images (named by SKU), 256x256 WebP thumbnails in thumb/ and manifest.csv in {out}")
     click.echo(summary(photos))
@@ -99,10 +100,10 @@ def run_demo(settings: FarmSettings, catalog: Path | None, out: Path | None) -> 
     return 0 if final["status"] == photos["status"] == "succeeded" else 1
 
 
-def wait_until_ready(client: Client, farm: Farm, stop: list[bool]) -> None:
+def wait_until_ready(client: Client, farm: Farm, stop: StopSignals) -> None:
     deadline = time.monotonic() + READY_TIMEOUT
     with tqdm(desc="starting workers (load + warmup)", bar_format="{desc}: {elapsed} {postfix}") as bar:
-        while not stop[0]:
+        while not stop.requested:
             if any(c.proc.poll() is not None for c in farm.children):
                 raise click.ClickException("a farm process exited during start-up; see the log above")
             try:
@@ -119,11 +120,11 @@ def wait_until_ready(client: Client, farm: Farm, stop: list[bool]) -> None:
     raise click.ClickException("interrupted")
 
 
-def follow(client: Client, created: BatchCreated, stop: list[bool]) -> Batch:
+def follow(client: Client, created: BatchCreated, stop: StopSignals) -> Batch:
     with tqdm(total=created["rows"], desc="rendering catalog", unit="img") as bar:
         while True:
             batch = client.get_batch(created["id"])
             bar.update(batch["done"] - bar.n)
-            if batch["status"] != "active" or stop[0]:
+            if batch["status"] != "active" or stop.requested:
                 return batch
             time.sleep(0.3)

@@ -11,31 +11,31 @@ from pathlib import Path
 
 import click
 
+from core import data_layout
 from core.queues import direct_queue_name
 from core.settings import get_settings
-
-WORKER_FAILED_EXIT = 3  # `zfarm worker` could not start its model (or anything else it needs to render)
 
 
 @click.command()
 def up() -> None:
-    """Start the whole farm in one process tree; Ctrl-C stops all of it."""
-    from zfarm.launcher.embedded import Farm, install_signal_handlers, open_on_loopback
+    """Start the whole farm in one process tree; Ctrl-C stops all of it (running jobs finish first)."""
+    from zfarm.launcher.embedded import Farm, open_on_loopback
+    from zfarm.launcher.supervision import StopSignals
 
     farm = Farm(open_on_loopback(get_settings()))
-    stop = [False]
-    install_signal_handlers(stop)
+    stop = StopSignals()
+    stop.install()
     code = 1
     try:
         farm.start()
         click.echo("zfarm is up:")
         for line in farm.describe():
             click.echo("  " + line)
-        click.echo("Ctrl-C stops everything.")
+        click.echo("Ctrl-C stops everything: running jobs finish first; a second Ctrl-C stops at once.")
         code = farm.wait(stop)
     finally:
         click.echo("zfarm: stopping ...", err=True)
-        farm.stop()
+        farm.stop(stop)
         click.echo("zfarm: stopped", err=True)
     sys.exit(code)
 
@@ -72,6 +72,7 @@ def worker(name: str | None, loglevel: str) -> None:
     """Run one render worker (one per GPU card: pin it with CUDA_VISIBLE_DEVICES)."""
     s = get_settings()
     name = name or s.worker_name or f"cpu0@{socket.gethostname()}"
+    data_layout.move_old_model_cache(s.data_dir.resolve())  # a data dir from before issue 17
     os.environ["ZFARM_WORKER_NAME"] = name
     # The pool child that loads the model is forked from this process: a CUDA availability check here (any
     # library may make one on import) would poison that fork ("Cannot re-initialize CUDA in forked
@@ -122,7 +123,7 @@ def worker(name: str | None, loglevel: str) -> None:
     if reason:
         # Celery routed sys.stderr into its logger while it ran; the line goes to the real stderr, last.
         click.echo(f"zfarm worker {name} failed: {reason}", file=sys.__stderr__)
-        sys.exit(WORKER_FAILED_EXIT)
+        sys.exit(start_failure.START_FAILED_EXIT)  # `zfarm up` reports it and does not restart it
 
 
 @click.command()

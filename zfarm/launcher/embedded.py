@@ -2,33 +2,25 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import secrets
-import signal
 import socket
 import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 
 import click
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, and_, or_, select
 
+from core import data_layout
 from core.settings import FarmSettings
 from migrations.runner import upgrade
+from worker.start_failure import START_FAILED_EXIT
 from zfarm.launcher.gpus import visible_gpus
-from zfarm.launcher.redis_server import free_port, start_embedded_redis
-
-STOP_GRACE_SECONDS = 20.0
-
-
-@dataclass
-class Child:
-    name: str
-    proc: subprocess.Popen[bytes]
+from zfarm.launcher.redis_server import free_port, spawn_redis, start_embedded_redis
+from zfarm.launcher.supervision import Child, StopSignals, describe_exit, stop_children
 
 
 @dataclass
@@ -40,21 +32,26 @@ class Farm:
     api_url: str = ""
     webhook_secret: str = ""
     log_dir: Path | None = None  # children's output goes to files here instead of the terminal
-    # Worker rows written before this (an earlier run in the same data directory) say nothing about this run.
-    started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    # Workers whose ready line was printed since their (re)start. A worker row older than its child's
+    # started_at (an earlier run in the same data dir, or before a restart) says nothing about this one.
+    announced: set[str] = field(default_factory=set)
 
     # 1. Start everything, in dependency order.
     def start(self) -> None:
         s = self.settings
-        self.started_at = datetime.now(UTC)
         s.data_dir.mkdir(parents=True, exist_ok=True)
+        if data_layout.move_old_model_cache(s.data_dir.resolve()):
+            click.echo(f"zfarm: moved the model cache to {s.models_dir} (its old name shadowed a package)", err=True)
         _require_free_port(s.api_host, s.api_port, "ZFARM_API_PORT")
         _require_free_port("127.0.0.1", s.flower_port, "ZFARM_FLOWER_PORT")
         if s.redis_url:
             self.redis_url = s.redis_url
         else:
-            proc, self.redis_url = start_embedded_redis(s.data_dir.resolve() / "redis")
-            self.children.append(Child("redis", proc))
+            directory = s.data_dir.resolve() / data_layout.REDIS_DIR
+            proc, self.redis_url = start_embedded_redis(directory)
+            port = int(self.redis_url.rsplit(":", 1)[1].split("/")[0])
+            # Restarted on the same port and files: the children keep their URL and reconnect.
+            self.children.append(Child("redis", proc, lambda: spawn_redis(directory, port)))
         upgrade(s.resolved_database_url)
         self.webhook_secret = s.webhook_secret or webhook_secret_file(s.data_dir.resolve())
         env = self.child_env()
@@ -82,6 +79,9 @@ class Farm:
                 "ZFARM_AUTH": "true" if s.auth else "false",
                 "ZFARM_WEBHOOK_SECRET": self.webhook_secret,
                 "PYTHONUNBUFFERED": "1",
+                # `python -m` would put the working directory first on the import path: started from a folder
+                # holding a `models/` or `worker/` (a data dir did), a child imported that instead of the farm.
+                "PYTHONSAFEPATH": "1",
             }
         )
         return env
@@ -99,23 +99,26 @@ class Farm:
         return out
 
     def _spawn(self, name: str, cmd: list[str], env: dict[str, str]) -> None:
-        # Own session per child: Ctrl-C reaches only this supervisor, which stops children in order.
-        out = None
-        if self.log_dir is not None:
-            self.log_dir.mkdir(parents=True, exist_ok=True)
-            out = (self.log_dir / f"{name.split('@')[0]}.log").open("ab")
-        proc = subprocess.Popen(
-            cmd, env=env, start_new_session=True, stdout=out, stderr=subprocess.STDOUT if out else None
-        )
-        if out is not None:
-            out.close()  # the child holds its own descriptor
-        self.children.append(Child(name, proc))
+        def launch() -> subprocess.Popen[bytes]:
+            # Own session per child: Ctrl-C reaches only this supervisor, which stops children in order.
+            out = None
+            if self.log_dir is not None:
+                self.log_dir.mkdir(parents=True, exist_ok=True)
+                out = (self.log_dir / f"{name.split('@')[0]}.log").open("ab")
+            proc = subprocess.Popen(
+                cmd, env=env, start_new_session=True, stdout=out, stderr=subprocess.STDOUT if out else None
+            )
+            if out is not None:
+                out.close()  # the child holds its own descriptor
+            return proc
+
+        self.children.append(Child(name, launch(), launch))
 
     def describe(self) -> list[str]:
         s = self.settings
-        workers = [c.name for c in self.children if "@" in c.name]
+        workers = [c.name for c in self.children if c.is_worker]
         embedded = any(c.name == "redis" for c in self.children)
-        redis_dir = s.data_dir.resolve() / "redis"
+        redis_dir = s.data_dir.resolve() / data_layout.REDIS_DIR
         return [
             f"api      {self.api_url}  (docs {self.api_url}/docs)"
             + ("" if s.auth else "  OPEN: no API keys, loopback only"),
@@ -131,56 +134,90 @@ class Farm:
             f"web page {self.api_url}/   metrics {self.api_url}/metrics",
         ]
 
-    # 2. Watch: a child that exits on its own stops the farm (a half farm is worse than none).
-    def wait(self, stop_flag: list[bool]) -> int:
+    # 2. Watch: a child that dies is restarted after a back-off, within a budget; past it the farm stops (a
+    # half farm is worse than none). A worker that could not start (exit 3, its row says why) is not restarted.
+    def wait(self, signals: StopSignals) -> int:
         from models import make_engine
 
-        announced: set[str] = set()
         next_look = 0.0
         engine = make_engine(self.settings.resolved_database_url)  # read until every worker is announced
         try:
-            while not stop_flag[0]:
+            while not signals.requested:
                 for child in self.children:
-                    code = child.proc.poll()
-                    if code is not None:
-                        why = self.worker_failure(engine, child.name) or f"exited with code {code}"
-                        click.echo(f"zfarm: {child.name} {why}; stopping the farm", err=True)
-                        return 1
-                if time.monotonic() >= next_look and len(announced) < self.worker_count:
+                    if child.restart_at is not None and time.monotonic() >= child.restart_at:
+                        child.restart()
+                        self.announced.discard(child.name)
+                    if not child.running or (code := child.proc.poll()) is None:
+                        continue
+                    if (verdict := self.on_exit(engine, child, code)) is not None:
+                        return verdict
+                if time.monotonic() >= next_look and len(self.announced) < self.worker_count:
                     next_look = time.monotonic() + 1.0
-                    for name, line, failed in self.newly_started(engine, announced):
-                        if failed:  # it cannot render: the farm stops rather than queue jobs nobody runs
-                            click.echo(f"zfarm: worker {name} {line}; stopping the farm", err=True)
-                            return 1
+                    for line in self.newly_started(engine):
                         click.echo(line)
                 time.sleep(0.2)
             return 0
         finally:
             engine.dispose()
 
+    def on_exit(self, engine: Engine, child: Child, code: int) -> int | None:
+        """Says on screen what died and what happens now; the farm's exit code when it must stop, else None."""
+        child.kill_leftovers()
+        if child.is_worker and code == START_FAILED_EXIT:
+            child.given_up = True
+            why = self.worker_failure(engine, child) or "could not start (exit code 3)"
+            if any(c.is_worker and not c.given_up for c in self.children):
+                click.echo(f"zfarm: worker {child.name} {why}; not restarted, the other workers go on", err=True)
+                return None
+            click.echo(f"zfarm: worker {child.name} {why}; stopping the farm (no worker left)", err=True)
+            return 1
+        delay = child.budget.take(time.monotonic())
+        if delay is None and not child.essential:
+            child.given_up = True
+            click.echo(
+                f"zfarm: {child.name} {describe_exit(code)}; it was restarted {child.budget.limit} times in "
+                f"{child.budget.window / 60:.0f} min: giving up on it, the farm goes on without it",
+                err=True,
+            )
+            return None
+        if delay is None:
+            click.echo(
+                f"zfarm: {child.name} {describe_exit(code)}; it was restarted {child.budget.limit} times in "
+                f"{child.budget.window / 60:.0f} min: giving up, stopping the farm",
+                err=True,
+            )
+            return 1
+        click.echo(
+            f"zfarm: {child.name} {describe_exit(code)}; restarting it in {delay:g} s "
+            f"(restart {child.budget.used} of at most {child.budget.limit} in {child.budget.window / 60:.0f} min)",
+            err=True,
+        )
+        child.restart_at = time.monotonic() + delay
+        return None
+
     @property
     def worker_count(self) -> int:
-        return sum(1 for c in self.children if "@" in c.name)
+        return sum(1 for c in self.children if c.is_worker)
 
-    def newly_started(self, engine: Engine, announced: set[str]) -> list[tuple[str, str, bool]]:
-        """(name, line, failed) per worker that finished starting since the last look: ready (what it chose,
-        how long) or failed (why)."""
+    def newly_started(self, engine: Engine) -> list[str]:
+        """A line per worker that became ready since its (re)start: what it chose, how long it took. One that
+        failed is marked announced without a line: its exit (code 3) says why."""
         from models import Worker
 
-        names = [c.name for c in self.children if "@" in c.name and c.name not in announced]
+        pending = [c for c in self.children if c.is_worker and c.running and c.name not in self.announced]
+        if not pending:
+            return []
         query = select(
             Worker.name,
             Worker.state,
-            Worker.error,
             Worker.device,
             Worker.gpu_name,
             Worker.memory_policy,
             Worker.load_seconds,
             Worker.warmup_seconds,
         ).where(
-            Worker.name.in_(names),
+            or_(*(and_(Worker.name == c.name, Worker.started_at >= c.started_at) for c in pending)),
             Worker.state.in_(("ready", "busy", "failed")),
-            Worker.started_at >= self.started_at,
         )
         try:
             with engine.connect() as conn:
@@ -188,52 +225,37 @@ class Farm:
         except Exception:  # the database may be busy at start: look again at the next round
             return []
         lines = []
-        for name, state, error, device, gpu, policy, load, warm in rows:
-            announced.add(name)
-            if state == "failed":
-                lines.append((name, f"failed: {error}", True))
-                continue
-            lines.append(
-                (
-                    name,
+        for name, state, device, gpu, policy, load, warm in rows:
+            self.announced.add(name)
+            if state != "failed":
+                lines.append(
                     f"worker {name} ready on {gpu or device}: memory policy {policy}, "
-                    f"load {load or 0:.1f} s, warmup {warm or 0:.1f} s",
-                    False,
+                    f"load {load or 0:.1f} s, warmup {warm or 0:.1f} s"
                 )
-            )
         return lines
 
-    def worker_failure(self, engine: Engine, name: str) -> str | None:
-        """Why a worker that exited could not start, from its row (None for other children, or no reason)."""
+    def worker_failure(self, engine: Engine, child: Child) -> str | None:
+        """Why a worker that exited could not start, from its row (None when the row says nothing)."""
         from models import Worker
 
-        if "@" not in name:
-            return None
         try:
             with engine.connect() as conn:
                 error = conn.scalar(
                     select(Worker.error).where(
-                        Worker.name == name, Worker.state == "failed", Worker.started_at >= self.started_at
+                        Worker.name == child.name, Worker.state == "failed", Worker.started_at >= child.started_at
                     )
                 )
         except Exception:
             return None
         return f"failed: {error}" if error else None
 
-    # 3. Stop: SIGTERM each child's process group (Celery's pool children included), then SIGKILL.
-    def stop(self) -> None:
-        for child in reversed(self.children):
-            _signal_group(child.proc, signal.SIGTERM)
-        deadline = time.monotonic() + STOP_GRACE_SECONDS
-        for child in reversed(self.children):
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                child.proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-            _signal_group(child.proc, signal.SIGKILL)
-            child.proc.wait()
+    # 3. Stop: warm first (running jobs finish), cold on a second signal; Redis last (supervision.py).
+    def stop(self, signals: StopSignals | None = None) -> None:
+        stop_children(self.children, signals or StopSignals(), self.settings.stop_timeout_seconds)
         self.children.clear()
 
 
-WEBHOOK_SECRET_FILE = "webhook_secret"
+WEBHOOK_SECRET_FILE = data_layout.WEBHOOK_SECRET_FILE
 
 
 def webhook_secret_file(data_dir: Path) -> str:
@@ -258,11 +280,6 @@ def flower_command(s: FarmSettings, password: str) -> list[str]:
         f"--basic-auth={s.flower_user}:{password}",
         "--purge_offline_workers=60",
     ]
-
-
-def _signal_group(proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, sig)
 
 
 def _require_free_port(host: str, port: int, variable: str) -> None:
@@ -290,14 +307,6 @@ def pick_free_ports(settings: FarmSettings) -> FarmSettings:
         except click.ClickException:
             updates[attr] = free_port()
     return settings.model_copy(update=updates) if updates else settings
-
-
-def install_signal_handlers(stop_flag: list[bool]) -> None:
-    def _stop(_sig: int, _frame: object) -> None:
-        stop_flag[0] = True
-
-    signal.signal(signal.SIGINT, _stop)
-    signal.signal(signal.SIGTERM, _stop)
 
 
 def data_path(settings: FarmSettings, *parts: str) -> Path:

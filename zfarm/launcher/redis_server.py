@@ -63,12 +63,17 @@ def wait_for_redis(url: str, timeout: float = 20.0) -> None:
             client.close()
 
 
+def spawn_redis(directory: Path, port: int, persistent: bool = True) -> subprocess.Popen[bytes]:
+    """The server process, not yet answering; its own session, so a terminal's Ctrl-C does not reach it."""
+    directory.mkdir(parents=True, exist_ok=True)
+    return subprocess.Popen(redis_command(directory, port, persistent), start_new_session=True)
+
+
 def start_embedded_redis(
     directory: Path, port: int | None = None, persistent: bool = True
 ) -> tuple[subprocess.Popen[bytes], str]:
-    directory.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
-    proc = subprocess.Popen(redis_command(directory, port, persistent), start_new_session=True)
+    proc = spawn_redis(directory, port, persistent)
     url = f"redis://127.0.0.1:{port}/0"
     try:
         wait_for_redis(url)
