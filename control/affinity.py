@@ -21,7 +21,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from control.broker_inspect import _job_id
-from core.queues import DEFAULT_PRECISION, direct_queue_name
+from core.queues import DEFAULT_LARGE_PIXELS, DEFAULT_PRECISION, direct_queue_name
 from models import Job, JobStatus, Worker, WorkerState
 from models.base import utcnow
 from models.db import transaction
@@ -37,6 +37,7 @@ class Affinity:
     bulk_queue: str  # the bulk queue of one precision tier; its workers' own queues are named from it
     offline_after: float = 30.0
     precision: str = DEFAULT_PRECISION
+    large_pixels: int = DEFAULT_LARGE_PIXELS  # the budget of a worker row that did not say its own
 
     def _workers(self) -> tuple[dict[str, str | None], list[str]]:
         """Live workers of this tier with the signature in their adapter slot, and the tier's other workers."""
@@ -65,11 +66,21 @@ class Affinity:
         if not holders:
             return {self.bulk_queue: list(ids)}
         with self.sessions() as s:
-            signatures = dict(s.execute(select(Job.id, Job.adapters).where(Job.id.in_(ids))).tuples().all())
+            rows = s.execute(select(Job.id, Job.adapters, Job.width * Job.height).where(Job.id.in_(ids))).tuples()
+            signatures = {job_id: (sig, pixels) for job_id, sig, pixels in rows}
+            # A holder whose card is too small for a job's images never gets it (core/capability.py).
+            budget = dict(s.execute(select(Worker.name, Worker.max_pixels).where(Worker.name.in_(holders))).tuples())
         lengths = {w: self._length(w) for w in holders}
         for job_id in ids:
-            wanted = signatures.get(job_id)
-            room = [w for w, sig in holders.items() if wanted and sig == wanted and lengths[w] < DIRECT_DEPTH]
+            wanted, pixels = signatures.get(job_id, (None, 0))
+            room = [
+                w
+                for w, sig in holders.items()
+                if wanted
+                and sig == wanted
+                and lengths[w] < DIRECT_DEPTH
+                and pixels <= (budget.get(w) or self.large_pixels)
+            ]
             if room:
                 worker = min(room, key=lambda w: (lengths[w], w))
                 lengths[worker] += 1

@@ -10,7 +10,8 @@ the same share of the farm as a tenant with one, it keeps Redis small, and a bat
 Interactive jobs never pass through here: they go straight to their own queue, which workers read
 first (see broker_config/celeryconfig.py).
 
-Every API process runs one; a Redis lock lets one of them dispatch at a time. Each precision tier (core/queues.py)
+Every API process runs one; only the farm's leader (control/leader.py) runs its rounds, and a Redis lock per
+queue keeps even two would-be leaders from filling one queue at once. Each precision tier (core/queues.py)
 has its own bulk queue, filled to its own depth from its own rows: fp8 rows never wait behind bf16 rows for a
 worker that would not take them.
 """
@@ -20,21 +21,23 @@ from __future__ import annotations
 import logging
 import threading
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import cast
 
 import redis
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import ColumnElement, func, or_, select, true, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from control.affinity import Affinity
 from control.enqueue import Enqueuer
+from control.leader import always
 from core.queues import DEFAULT_PRECISION, PRECISIONS
 from models import Batch, Job, JobStatus, Lane, Worker
 from models.base import utcnow
 from models.db import transaction
-from models.workers import is_live
+from models.workers import is_live, live_max_pixels
 
 log = logging.getLogger(__name__)
 MIN_DEPTH = 2
@@ -53,7 +56,14 @@ class Dispatcher:
         self.queue = self.enqueuer.queues[Lane.BULK]
         # Jobs with LoRA adapters go to a worker of their tier that holds them (control/affinity.py).
         self.affinities: dict[str, Affinity] = {
-            p: Affinity(self.sessions, self.redis, self.enqueuer.queue_for(Lane.BULK, p), self.offline_after, p)
+            p: Affinity(
+                self.sessions,
+                self.redis,
+                self.enqueuer.queue_for(Lane.BULK, p),
+                self.offline_after,
+                p,
+                self.enqueuer.large_pixels,
+            )
             for p in PRECISIONS
         }
 
@@ -70,7 +80,10 @@ class Dispatcher:
             # Messages without a priority sit in the plain list; the farm never sets one.
             affinity = self.affinities[precision]
             affinity.drain_offline()
-            waiting = int(cast(int, self.redis.llen(queue))) + affinity.waiting()
+            large = self.enqueuer.queue_for(Lane.BULK, precision, large=True)  # images only large cards take
+            waiting = (
+                int(cast(int, self.redis.llen(queue))) + int(cast(int, self.redis.llen(large))) + affinity.waiting()
+            )
             missing = self.target_depth(precision) - waiting
             return self._dispatch(missing, precision) if missing > 0 else 0
         finally:
@@ -90,8 +103,15 @@ class Dispatcher:
             live = s.scalar(select(func.count()).select_from(Worker).where(is_live(self.offline_after), tier))
         return max(MIN_DEPTH, 2 * int(live or 0))
 
+    def fits(self, s: Session, precision: str) -> ColumnElement[bool]:
+        """Jobs some live worker of the tier can take: no larger than its largest card's budget (core/capability.py).
+        With no live worker, jobs any card takes; a larger one waits in SQL (its record says why: api/waiting.py)."""
+        budget = live_max_pixels(s, self.offline_after, self.enqueuer.large_pixels).get(precision)
+        return Job.width * Job.height <= (budget or self.enqueuer.large_pixels)
+
     def _dispatch(self, count: int, precision: str = DEFAULT_PRECISION) -> int:
         with self.sessions() as s:
+            fits = self.fits(s, precision)
             waiting = (
                 select(Job.batch_id)
                 .where(
@@ -99,6 +119,7 @@ class Dispatcher:
                     Job.status == JobStatus.QUEUED,
                     Job.enqueued_at.is_(None),
                     Job.precision == precision,
+                    fits,
                 )
                 .distinct()
             )
@@ -109,7 +130,7 @@ class Dispatcher:
             ).all()
             order = [batch_id for batch_id, _ in rows]
             tenant_of = {batch_id: tenant or "" for batch_id, tenant in rows}
-            heads = {batch_id: self._next_ids(s, batch_id, count, precision) for batch_id in order}
+            heads = {batch_id: self._next_ids(s, batch_id, count, precision, fits) for batch_id in order}
         picks, served = take_turns(order, heads, count, tenant_of)
         if not picks:
             return 0
@@ -131,7 +152,13 @@ class Dispatcher:
         return len(sent)
 
     @staticmethod
-    def _next_ids(s: Session, batch_id: str, count: int, precision: str = DEFAULT_PRECISION) -> list[str]:
+    def _next_ids(
+        s: Session,
+        batch_id: str,
+        count: int,
+        precision: str = DEFAULT_PRECISION,
+        fits: ColumnElement[bool] | None = None,
+    ) -> list[str]:
         return list(
             s.scalars(
                 select(Job.id)
@@ -140,6 +167,7 @@ class Dispatcher:
                     Job.status == JobStatus.QUEUED,
                     Job.enqueued_at.is_(None),
                     Job.precision == precision,
+                    true() if fits is None else fits,
                 )
                 .order_by(Job.row_number)
                 .limit(count)
@@ -187,9 +215,10 @@ def take_turns(
 
 
 class DispatcherThread(threading.Thread):
-    def __init__(self, dispatcher: Dispatcher, every: float = 0.5) -> None:
+    def __init__(self, dispatcher: Dispatcher, every: float = 0.5, leader: Callable[[], bool] = always) -> None:
         super().__init__(name="dispatcher", daemon=True)
         self.dispatcher, self.every = dispatcher, every
+        self.leader = leader  # rounds run only in the replica that holds the farm's lease (control/leader.py)
         self.stopped = threading.Event()
         self._wake = threading.Event()
 
@@ -207,6 +236,8 @@ class DispatcherThread(threading.Thread):
             self._wake.clear()
             if self.stopped.is_set():
                 break
+            if not self.leader():
+                continue
             try:
                 self.dispatcher.top_up()
             except Exception:  # the database or Redis may be restarting; the next round tries again

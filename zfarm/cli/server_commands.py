@@ -11,7 +11,8 @@ from pathlib import Path
 
 import click
 
-from core.queues import direct_queue_name
+from core.capability import takes_large, worker_max_pixels
+from core.queues import worker_queue_order
 from core.settings import get_settings
 
 WORKER_FAILED_EXIT = 3  # `zfarm worker` could not start its model (or anything else it needs to render)
@@ -52,6 +53,9 @@ def api() -> None:
         raise click.ClickException(
             f"ZFARM_AUTH=false is refused on ZFARM_API_HOST={s.api_host}: an open API may only bind a loopback address"
         )
+    # The loops' own lines (leader changes, reconciler rounds, dispatcher) go to stderr beside uvicorn's.
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("control").setLevel(logging.INFO)
     click.echo(
         f"zfarm api on http://{s.api_host}:{s.api_port} (database {s.resolved_database_url.split('@')[-1]}, "
         f"{'API keys required' if s.auth else 'OPEN: no API keys'})"
@@ -75,19 +79,24 @@ def worker(name: str | None, loglevel: str) -> None:
     import worker.tasks  # noqa: F401  (registers the tasks and the process start-up hooks)
     from broker_config.celery_app import app
     from worker import start_failure
-    from worker.fp8_support import fp8_problem, smi_capability
+    from worker.fp8_support import fp8_problem, smi_capability, smi_total_mib
 
     note = Path(tempfile.mkstemp(prefix="zfarm-worker-start-")[1])
     start_failure.failure_note = note  # the pool child, forked from here, writes why it could not start
 
     if s.precision == "fp8" and (problem := fp8_problem(s.device, None if s.device == "cpu" else smi_capability())):
         raise click.ClickException(f"worker {name} refuses to start: {problem}")  # never a silent bf16 fallback
-    queues = s.worker_queues
+    # What this card takes decides which queues it reads; the child records the same figure in its row.
+    max_pixels = worker_max_pixels(s, None if s.device == "cpu" else smi_total_mib())
+    os.environ["ZFARM_WORKER_MAX_PIXELS"] = str(max_pixels)
+    get_settings.cache_clear()
+    s = get_settings()
+    queues = worker_queue_order(s.worker_queues[0], name, takes_large(max_pixels, s.large_pixels))
     logging.basicConfig(level=loglevel, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     click.echo(
         f"zfarm worker {name}: model {s.model}, precision {s.precision}, memory policy {s.memory_policy}, device "
-        f"{s.device}, CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', '(all)')}, queues "
-        f"{', '.join(queues)}, data {s.data_dir.resolve()}"
+        f"{s.device}, CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', '(all)')}, images up to "
+        f"{max_pixels} pixels, queues {', '.join(queues)}, data {s.data_dir.resolve()}"
     )
     # prefork with one child: the child loads the model; if it dies the parent requeues its job and forks anew.
     app.worker_main(
@@ -96,8 +105,9 @@ def worker(name: str | None, loglevel: str) -> None:
             "--pool=prefork",
             "--concurrency=1",
             # its precision's tier, interactive first (see celeryconfig), then its own bulk queue (jobs with the LoRA
-            # adapters it holds: control/affinity.py), then the tier's shared bulk queue
-            f"--queues={queues[0]},{direct_queue_name(queues[1], name)},{queues[1]}",
+            # adapters it holds: control/affinity.py), then the tier's shared bulk queue; large queues first on a
+            # card that takes them (core/queues.py)
+            f"--queues={','.join(queues)}",
             f"--hostname={name}",
             "--task-events",
             "--without-gossip",
