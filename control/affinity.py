@@ -69,7 +69,8 @@ class Affinity:
             rows = s.execute(select(Job.id, Job.adapters, Job.width * Job.height).where(Job.id.in_(ids))).tuples()
             signatures = {job_id: (sig, pixels) for job_id, sig, pixels in rows}
             # A holder whose card is too small for a job's images never gets it (core/capability.py).
-            budget = dict(s.execute(select(Worker.name, Worker.max_pixels).where(Worker.name.in_(holders))).tuples().all())
+            budgets = select(Worker.name, Worker.max_pixels).where(Worker.name.in_(holders))
+            budget = dict(s.execute(budgets).tuples().all())
         lengths = {w: self._length(w) for w in holders}
         for job_id in ids:
             wanted, pixels = signatures.get(job_id, (None, 0))

@@ -8,6 +8,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -112,18 +113,35 @@ def make_replicas(
 
 
 class LeaderWatch:
-    """Samples every replica's gauge; remembers whether two ever led at once."""
+    """Samples every replica's gauge (also every `every` seconds in the background between start and stop);
+    remembers whether two ever led at once."""
 
-    def __init__(self, replicas: list[Replica]) -> None:
-        self.replicas = replicas
+    def __init__(self, replicas: list[Replica], every: float = 0.2) -> None:
+        self.replicas, self.every = replicas, every
         self.overlaps: list[list[str]] = []
         self.samples = 0
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="leader-watch", daemon=True)
+
+    def start(self) -> LeaderWatch:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every):
+            self.sample()
 
     def sample(self) -> list[str]:
         leaders = [r.name for r in self.replicas if r.proc is not None and r.proc.poll() is None and r.leads()]
-        self.samples += 1
-        if len(leaders) > 1:
-            self.overlaps.append(leaders)
+        with self._lock:
+            self.samples += 1
+            if len(leaders) > 1:
+                self.overlaps.append(leaders)
         return leaders
 
     def wait_single_leader(self, timeout: float) -> str:

@@ -36,7 +36,7 @@ def test_replicas_share_state_one_leader_resends_a_lost_job_once_and_takes_over(
     try:
         for replica in replicas:
             replica.start()
-        watch = LeaderWatch(replicas)
+        watch = LeaderWatch(replicas).start()
         watch.wait_single_leader(10)
 
         # a job submitted to A is answered by B, the same record
@@ -76,6 +76,7 @@ def test_replicas_share_state_one_leader_resends_a_lost_job_once_and_takes_over(
         for _ in range(15):
             assert watch.sample() == [other.name]
             time.sleep(0.2)
+        watch.stop()
         assert not watch.overlaps, f"two leaders at once: {watch.overlaps}"
         assert watch.samples > 30
     finally:
