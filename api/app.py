@@ -39,7 +39,7 @@ from control.reconciler import Reconciler, ReconcilerThread
 from control.webhook_sweep import WebhookSweep
 from core.queues import PRECISIONS
 from core.settings import FarmSettings, get_settings
-from core.storage import LocalStorage
+from core.storage_setup import open_storage, presigner
 from models import Lane, make_engine, make_session_factory
 
 
@@ -51,6 +51,8 @@ def create_app(
 ) -> FastAPI:
     settings = settings or get_settings()
     celery = celery or default_celery
+    # Checked first: a bucket that does not answer stops the API at start (StorageUnavailable names it and why).
+    storage = open_storage(settings)
     engine = make_engine(settings.resolved_database_url)
     sessions = make_session_factory(engine)
     broker = settings
@@ -107,7 +109,8 @@ def create_app(
     )
     app.state.settings = settings
     app.state.sessions = sessions
-    app.state.storage = LocalStorage(settings.storage_dir)
+    app.state.storage = storage
+    app.state.presign = presigner(settings, storage)
     app.state.enqueuer = enqueuer
     app.state.celery = celery
     app.state.reconciler = reconciler

@@ -5,6 +5,10 @@ are compressed already). Jobs are read a page at a time and each page's files ar
 next page is read, so memory holds one page of rows plus the zip's central directory (about 100 bytes
 per member, which the zip format needs at the end). The manifest is spooled to a temporary file while
 the images stream (kept in memory only while small) and added last.
+
+From a bucket each member is one GET whose body is read a chunk at a time, opened only when the zip writer
+reaches it: one object open at a time, never a page's worth. Whether each file still exists is asked first
+(a HEAD per file), so the manifest and the zip's names agree.
 """
 
 from __future__ import annotations
@@ -13,15 +17,14 @@ import csv
 import io
 import tempfile
 from collections.abc import Iterable, Iterator
-from typing import IO, BinaryIO
+from typing import IO
 
 from zipstream import ZIP_STORED, ZipStream
 
 from api.manifest import COLUMNS, FileNamer, ImageUrl, manifest_lines
-from core.storage import Storage
+from core.storage import CHUNK, Storage, read_chunks
 from models import Job
 
-CHUNK = 256 * 1024
 SPOOL_IN_MEMORY = 1024 * 1024
 
 
@@ -39,18 +42,14 @@ def archive_chunks(jobs: Iterable[Job], storage: Storage, image_url: ImageUrl) -
             for image in job.images:
                 if (name := names.get((image.index, image.rendition))) is None:
                     continue
-                path = storage.path(image.storage_key)
-                if path is not None:
-                    zs.add_path(str(path), name)
-                else:
-                    zs.add(_read(storage.open(image.storage_key)), name, size=image.bytes)
+                _add(zs, storage, image.storage_key, name, image.bytes)
             _add_inputs(zs, job, storage)
             if n % 100 == 0:
                 yield from zs.all_files()
         yield from zs.all_files()
         text.flush()
         spool.seek(0)
-        zs.add(_read(spool, close=False), "manifest.csv")
+        zs.add(_spool_chunks(spool), "manifest.csv")
         yield from zs.finalize()
         text.detach()
 
@@ -62,18 +61,22 @@ def _add_inputs(zs: ZipStream, job: Job, storage: Storage) -> None:
     for suffix, asset in (("", job.image_asset), (".mask", job.mask_asset)):
         if asset is None or not storage.exists(asset.storage_key):
             continue
-        name = f"_inputs/{stem}{suffix}.png"
-        path = storage.path(asset.storage_key)
-        if path is not None:
-            zs.add_path(str(path), name)
-        else:
-            zs.add(_read(storage.open(asset.storage_key)), name, size=asset.bytes)
+        _add(zs, storage, asset.storage_key, f"_inputs/{stem}{suffix}.png", asset.bytes)
 
 
-def _read(fh: BinaryIO | IO[bytes], close: bool = True) -> Iterator[bytes]:
-    try:
-        while chunk := fh.read(CHUNK):
-            yield chunk
-    finally:
-        if close:
-            fh.close()
+def _add(zs: ZipStream, storage: Storage, key: str, name: str, size: int) -> None:
+    path = storage.path(key)
+    if path is not None:
+        zs.add_path(str(path), name)
+    else:
+        zs.add(_object_chunks(storage, key), name, size=size)
+
+
+def _object_chunks(storage: Storage, key: str) -> Iterator[bytes]:
+    # A generator: the GET happens when the zip writer reaches this member, not when the page is listed.
+    yield from read_chunks(storage.open(key))
+
+
+def _spool_chunks(fh: IO[bytes]) -> Iterator[bytes]:
+    while chunk := fh.read(CHUNK):
+        yield chunk

@@ -47,7 +47,7 @@ COLUMNS = [
 # such cells get a leading apostrophe, which spreadsheets show as text and do not evaluate.
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 EXT = {"png": "png", "webp": "webp", "jpeg": "jpg"}
-ImageUrl = Callable[[str, int, str], str]  # (job id, image index, rendition name or "")
+ImageUrl = Callable[[Image], str]  # the API's route for the file, or a presigned link to it in the bucket
 ImageId = tuple[int, str]  # (index, rendition): one stored file of a job
 
 
@@ -118,7 +118,7 @@ def manifest_lines(job: Job, names: dict[ImageId, str], image_url: ImageUrl) -> 
             "width": image.width,
             "height": image.height,
             "format": image.format,
-            "url": image_url(job.id, image.index, image.rendition),
+            "url": image_url(image),
             "sha256": image.sha256,
             "bytes": image.bytes,
             "image_index": image.index,

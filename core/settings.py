@@ -11,11 +11,12 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from core.presets import PRESET_NAME, SHIPPED, Preset
 from core.queues import DEFAULT_LARGE_PIXELS, Precision, bulk_queue_name, precision_queue
+from core.storage import parse_s3_url
 from core.webhook_targets import IPNetwork, parse_networks
 
 MemoryPolicy = Literal["auto", "full", "model-offload", "sequential-offload"]
@@ -28,6 +29,15 @@ class FarmSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="ZFARM_", extra="ignore")
 
     data_dir: Path = Path("./data")
+    # Object storage (issue 14): images, renditions, input images and adapter files in a bucket that every host
+    # reaches (s3://BUCKET/PREFIX); unset, they stay under DATA_DIR/images. Credentials: the standard AWS variables.
+    storage_url: str | None = None
+    s3_endpoint_url: str | None = None  # any S3-compatible service (MinIO, R2, Ceph); unset: AWS S3
+    storage_timeout_seconds: float = Field(10.0, gt=0, le=300)  # connecting to the store
+    # Records, webhooks and manifests link to the bucket itself (signed, expiring links) and the image routes
+    # redirect there (307): bytes no longer pass through the API. S3 signatures last at most 7 days.
+    presigned_urls: bool = False
+    presigned_url_seconds: int = Field(900, ge=1, le=7 * 24 * 3600)
     database_url: str | None = None
     redis_url: str | None = None
 
@@ -159,6 +169,29 @@ class FarmSettings(BaseSettings):
         if value is not None and "://" not in value:
             raise ValueError(f"must be a URL with a scheme, like postgresql+psycopg://host/zfarm (got {value!r})")
         return value
+
+    @field_validator("storage_url")
+    @classmethod
+    def _storage_url(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_s3_url(value)  # raises naming the value and the rule
+        return value
+
+    @field_validator("s3_endpoint_url")
+    @classmethod
+    def _endpoint_scheme(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"https?://[^\s/]+(/\S*)?", value):
+            raise ValueError(f"s3_endpoint_url must be an http:// or https:// URL (got {value!r})")
+        return value
+
+    @model_validator(mode="after")
+    def _presigned_needs_bucket(self) -> FarmSettings:
+        if self.presigned_urls and not self.storage_url:
+            raise ValueError(
+                "presigned_urls=true needs ZFARM_STORAGE_URL=s3://...: files in the local data directory have no "
+                "links of their own (the API serves them)"
+            )
+        return self
 
     @field_validator("redis_url")
     @classmethod

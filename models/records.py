@@ -7,11 +7,15 @@ Image URLs are built here from a base URL rather than per request (url_for per m
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from core.settings import TINY_MODEL
 from models.jobs import Job
 from models.statuses import FINAL_STATUSES, JobStatus
+
+# storage key -> a short-lived link to the object in the bucket (ZFARM_PRESIGNED_URLS=true), None: the API's route
+Presign = Callable[[str], str | None]
 
 
 def image_path(job_id: str, index: int, rendition: str | None = None) -> str:
@@ -61,7 +65,7 @@ def progress(job: Job) -> dict[str, Any]:
     return {"step": step, "total": total, "fraction": min(1.0, step / total), "phase": phase}
 
 
-def job_record(job: Job, base_url: str) -> dict[str, Any]:
+def job_record(job: Job, base_url: str, presign: Presign | None = None) -> dict[str, Any]:
     """The job's whole record: GET /v1/jobs/{id}, the webhook's `job`, the manifest's columns."""
     queued = (job.started_at - job.created_at).total_seconds() if job.started_at else None
     delivery = job.webhook
@@ -89,7 +93,7 @@ def job_record(job: Job, base_url: str) -> dict[str, Any]:
         "progress": progress(job),
         "callback_url": delivery.url if delivery else None,
         "webhook": None if delivery is None else _webhook(delivery),
-        "images": image_records(job, base_url),
+        "images": image_records(job, base_url, presign),
         "lane": job.lane,
         "batch_id": job.batch_id,
         "item_key": job.item_key,
@@ -101,7 +105,7 @@ def job_record(job: Job, base_url: str) -> dict[str, Any]:
         "requested_prompt": job.requested_prompt,
         "precision": job.precision,
         "mode": job.mode,
-        "inputs": input_records(job, base_url),
+        "inputs": input_records(job, base_url, presign),
     }
 
 
@@ -115,21 +119,28 @@ def _webhook(delivery: Any) -> dict[str, Any]:
     }
 
 
-def image_records(job: Job, base_url: str) -> list[dict[str, Any]]:
-    """A job's rendered images, each with its renditions."""
+def image_records(job: Job, base_url: str, presign: Presign | None = None) -> list[dict[str, Any]]:
+    """A job's rendered images, each with its renditions; with `presign`, their URLs are links to the bucket."""
     base = base_url.rstrip("/")
     return [
         {
             "index": im.index,
             "seed": im.seed,
-            **_file(im, base + image_path(job.id, im.index)),
+            **_file(im, _link(im.storage_key, base + image_path(job.id, im.index), presign)),
             "renditions": [
-                {"name": r.rendition, **_file(r, base + image_path(job.id, im.index, r.rendition))}
+                {
+                    "name": r.rendition,
+                    **_file(r, _link(r.storage_key, base + image_path(job.id, im.index, r.rendition), presign)),
+                }
                 for r in job.renditions_of(im.index)
             ],
         }
         for im in job.masters
     ]
+
+
+def _link(key: str, api_url: str, presign: Presign | None) -> str:
+    return (presign(key) if presign is not None else None) or api_url
 
 
 def _file(row: Any, url: str) -> dict[str, Any]:
@@ -148,7 +159,7 @@ def asset_path(asset_id: str) -> str:
     return f"/v1/assets/{asset_id}/content"
 
 
-def input_records(job: Job, base_url: str) -> dict[str, dict[str, Any]]:
+def input_records(job: Job, base_url: str, presign: Presign | None = None) -> dict[str, dict[str, Any]]:
     """The images a job starts from (image, mask): what its record, webhook and manifest name."""
     base = base_url.rstrip("/")
     roles = (("image", job.image_asset), ("mask", job.mask_asset))
@@ -159,7 +170,7 @@ def input_records(job: Job, base_url: str) -> dict[str, dict[str, Any]]:
             "width": asset.width,
             "height": asset.height,
             "has_alpha": asset.has_alpha,
-            "url": base + asset_path(asset.id),
+            "url": _link(asset.storage_key, base + asset_path(asset.id), presign),
         }
         for role, asset in roles
         if asset is not None

@@ -130,9 +130,12 @@ def live_farm(
     redis_url: str | None = None,
     workers: int = 1,
     settings_overrides: dict[str, object] | None = None,
+    worker_dir: Path | None = None,
     **worker_extra: str,
 ) -> Iterator[LiveFarm]:
-    """An in-process API and `workers` real worker processes (named name, name-2, ...) on one database."""
+    """An in-process API and `workers` real worker processes (named name, name-2, ...) on one database.
+
+    `worker_dir`: the workers' data directory, apart from the API's (as on another host); default: the same."""
     upgrade(database_url)
     settings = FarmSettings(
         **{
@@ -152,10 +155,12 @@ def live_farm(
     queue = f"{os.environ['ZFARM_QUEUE']}-{uuid.uuid4().hex[:6]}"
     worker_extra["ZFARM_QUEUE"] = queue
     procs = []
+    worker_dir = worker_dir or data_dir
+    worker_dir.mkdir(parents=True, exist_ok=True)
     try:
         for n in names:
             log = data_dir / f"{n.split('@')[0]}.log"
-            procs.append(start_worker(database_url, data_dir, n, log, **worker_extra))
+            procs.append(start_worker(database_url, worker_dir, n, log, **worker_extra))
         for n, proc in zip(names, procs, strict=True):
             wait_ready(sessions, n, proc, data_dir / f"{n.split('@')[0]}.log")
         celery = make_celery(redis_url) if redis_url else None

@@ -35,7 +35,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from core.lora_keys import ModuleTable, TensorInfo, describe, table_for
 from core.settings import FarmSettings
-from core.storage import Storage, lora_key
+from core.storage import Storage, StorageError, lora_key
 from models import Worker
 from models.db import transaction
 from models.loras import signature
@@ -76,6 +76,8 @@ class AdapterFiles:
             os.replace(tmp, local)
         except FileNotFoundError as exc:
             raise AdapterUnavailable(f"adapter file {sha256} is not in storage (deleted?)") from exc
+        except StorageError as exc:  # the bucket refused or did not answer: the job fails with why
+            raise AdapterUnavailable(f"adapter file {sha256} could not be read: {exc}") from exc
         finally:
             Path(tmp).unlink(missing_ok=True)
         self._evict(keep=local)

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from core.capability import worker_max_pixels
 from core.settings import FarmSettings, get_settings
-from core.storage import LocalStorage
+from core.storage_setup import open_storage
 from models import Job, Worker, WorkerState, lifecycle, make_engine, make_session_factory
 from models.base import utcnow
 from models.db import transaction
@@ -34,7 +34,9 @@ log = logging.getLogger(__name__)
 def start_worker_process(settings: FarmSettings, name: str) -> JobContext:
     # 1. One engine per process, made here in the child, never inherited across fork.
     sessions = make_session_factory(make_engine(settings.resolved_database_url))
-    storage = LocalStorage(settings.storage_dir)
+    # Unchecked here: `zfarm worker` checked the store before forking, and a store that stops answering later
+    # fails the jobs that need it, with the reason.
+    storage = open_storage(settings, check=False)
     runtime = Runtime(
         model=settings.model,
         revision=settings.model_revision,

@@ -30,7 +30,7 @@ from models.base import utcnow
 from models.batch_stats import batch_stats
 from models.db import transaction
 from models.deliveries import take_due
-from models.records import job_record
+from models.records import Presign, job_record
 from models.webhooks import MAX_BACKOFF_SECONDS
 from worker.webhook_slots import TenantSlots
 from zfarm.webhook_signing import SIGNATURE_HEADER, sign, standard_headers
@@ -45,10 +45,10 @@ def backoff_seconds(attempt: int, base: float) -> float:
     return min(base * 2 ** (attempt - 1), MAX_BACKOFF_SECONDS)
 
 
-def job_payload(job: Job, base_url: str) -> dict[str, Any]:
+def job_payload(job: Job, base_url: str, presign: Presign | None = None) -> dict[str, Any]:
     """The job's record as GET /v1/jobs/{id} answers it, plus the top-level fields of the first payload
     format (prompt, negative_prompt, width, height, steps, seed), kept for receivers written against it."""
-    record = job_record(job, base_url)
+    record = job_record(job, base_url, presign)
     legacy = {name: record["parameters"][name] for name in LEGACY_FIELDS}
     return json.loads(json.dumps({**record, **legacy}, default=_iso))
 
@@ -120,12 +120,18 @@ DEFER_SECONDS = (1.0, 3.0)  # a delivery whose tenant has every slot taken comes
 
 
 def deliver_once(
-    delivery_id: str, sessions: sessionmaker[Session], settings: FarmSettings, slots: TenantSlots | None = None
+    delivery_id: str,
+    sessions: sessionmaker[Session],
+    settings: FarmSettings,
+    slots: TenantSlots | None = None,
+    presign: Presign | None = None,
 ) -> Outcome:
-    """One attempt for a webhook delivery; says whether and when to try again."""
+    """One attempt for a webhook delivery; says whether and when to try again.
+
+    With `presign` the job's image links are signed at each attempt: a retried delivery carries fresh links."""
     if not settings.webhook_secret:
         raise RuntimeError("ZFARM_WEBHOOK_SECRET is not set: webhooks cannot be signed")
-    attempt = _prepare(delivery_id, sessions, settings.resolved_public_url)
+    attempt = _prepare(delivery_id, sessions, settings.resolved_public_url, presign)
     if attempt is None:
         return Outcome("skipped")
     if slots is not None and not slots.acquire(attempt.tenant, attempt.delivery_id):
@@ -147,7 +153,9 @@ def deliver_once(
     return Outcome(state)
 
 
-def _prepare(delivery_id: str, sessions: sessionmaker[Session], base_url: str) -> Attempt | None:
+def _prepare(
+    delivery_id: str, sessions: sessionmaker[Session], base_url: str, presign: Presign | None = None
+) -> Attempt | None:
     with transaction(sessions) as s:
         # Messages sent before batch webhooks existed carry the job id: both are accepted.
         row = s.scalar(
@@ -170,7 +178,7 @@ def _prepare(delivery_id: str, sessions: sessionmaker[Session], base_url: str) -
             body["batch"] = batch_payload(s, row.batch, base_url)
             tenant = row.batch.tenant
         elif row.job is not None:
-            body["job"] = job_payload(row.job, base_url)
+            body["job"] = job_payload(row.job, base_url, presign)
             tenant = row.job.tenant
         body_bytes = json.dumps(body, separators=(",", ":")).encode()
         return Attempt(row.id, row.url, body_bytes, number, row.event, tenant)

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, File, HTTPException, Request, Response, UploadFile
-from fastapi.responses import FileResponse, StreamingResponse
 from sqlalchemy.exc import IntegrityError
 
 from api.assets import MEDIA_TYPE, add_asset, asset_out, existing, owned
@@ -13,6 +12,7 @@ from api.auth import PrincipalDep
 from api.deps import SessionDep, SettingsDep, StorageDep
 from api.image_schemas import AssetOut
 from api.prompt_checks import refuse
+from api.stored_files import stored_response
 from core.imaging.ingest import ImageRefused, ingest
 from models import Asset
 
@@ -73,10 +73,11 @@ def get_asset(asset_id: str, session: SessionDep, principal: PrincipalDep, reque
     response_class=Response,
     responses={200: {"content": {MEDIA_TYPE: {}}}},
 )
-def get_asset_content(asset_id: str, session: SessionDep, storage: StorageDep, principal: PrincipalDep) -> Response:
+def get_asset_content(
+    asset_id: str, session: SessionDep, storage: StorageDep, principal: PrincipalDep, request: Request
+) -> Response:
     asset = _get(session, asset_id, principal)
     headers = {"ETag": f'"{asset.stored_sha256}"'}
-    path = storage.path(asset.storage_key)
-    if path is not None:
-        return FileResponse(path, media_type=MEDIA_TYPE, headers=headers)
-    return StreamingResponse(storage.open(asset.storage_key), media_type=MEDIA_TYPE, headers=headers)
+    return stored_response(
+        storage, asset.storage_key, MEDIA_TYPE, headers, asset.bytes, f"asset {asset.id}", request.app.state.presign
+    )

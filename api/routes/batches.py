@@ -36,7 +36,7 @@ from api.schemas import WebhookOut
 from api.suggest import did_you_mean
 from control.webhook_sweep import send_now
 from core.settings import FarmSettings
-from models import Batch, Job, WebhookDelivery, lifecycle
+from models import Batch, Image, Job, WebhookDelivery, lifecycle
 from models.base import utcnow
 from models.batch_stats import batch_state_is
 from models.deliveries import reopen_batch_delivery
@@ -334,9 +334,12 @@ def get_batch_archive(
 
 def _image_url(request: Request) -> ImageUrl:
     base = str(request.base_url).rstrip("/")
+    presign = request.app.state.presign  # ZFARM_PRESIGNED_URLS=true: links into the bucket, signed locally
 
-    def url(job_id: str, index: int, rendition: str = "") -> str:
-        return base + image_path(job_id, index, rendition)
+    def url(image: Image) -> str:
+        return (presign(image.storage_key) if presign else None) or base + image_path(
+            image.job_id, image.index, image.rendition
+        )
 
     return url
 

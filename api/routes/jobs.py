@@ -5,7 +5,6 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, HTTPException, Query, Request, Response, status
 from fastapi import Path as FPath
-from fastapi.responses import FileResponse, StreamingResponse
 from sqlalchemy import insert, select
 from sqlalchemy.exc import IntegrityError
 
@@ -26,6 +25,7 @@ from api.schemas import (
     JobList,
     JobOut,
 )
+from api.stored_files import stored_response
 from api.waiting import waiting_for
 from control.webhook_sweep import send_now
 from models import Image, Job, JobStatus, Lane, WebhookDelivery, lifecycle
@@ -41,7 +41,7 @@ MEDIA_TYPES = {"png": "image/png", "webp": "image/webp", "jpeg": "image/jpeg"}
 
 
 def job_out(job: Job, request: Request) -> JobOut:
-    record = job_record(job, str(request.base_url))
+    record = job_record(job, str(request.base_url), request.app.state.presign)
     return JobOut.model_validate({**record, "waiting_for": waiting_for(job, request)})
 
 
@@ -226,6 +226,7 @@ def get_job_image(
     session: SessionDep,
     storage: StorageDep,
     principal: PrincipalDep,
+    request: Request,
 ) -> Response:
     job = _get_job(session, job_id, principal)
     image = next((im for im in job.masters if im.index == index), None)
@@ -233,7 +234,7 @@ def get_job_image(
         raise HTTPException(
             404, detail=f"job {job_id} has no image {index} (status {job.status}, {len(job.masters)} image(s))"
         )
-    return _image_response(image, storage)
+    return _image_response(job, image, storage, request)
 
 
 @router.get(
@@ -249,6 +250,7 @@ def get_job_rendition(
     session: SessionDep,
     storage: StorageDep,
     principal: PrincipalDep,
+    request: Request,
 ) -> Response:
     job = _get_job(session, job_id, principal)
     image = next((r for r in job.renditions_of(index) if r.rendition == name), None)
@@ -257,12 +259,12 @@ def get_job_rendition(
         raise HTTPException(
             404, detail=f"job {job_id} has no rendition {name!r} of image {index} (status {job.status}; made: {made})"
         )
-    return _image_response(image, storage)
+    return _image_response(job, image, storage, request)
 
 
-def _image_response(image: Image, storage: StorageDep) -> Response:
-    path = storage.path(image.storage_key)
+def _image_response(job: Job, image: Image, storage: StorageDep, request: Request) -> Response:
     headers = {"ETag": f'"{image.sha256}"', "X-Image-Seed": str(image.seed)}
-    if path is not None:
-        return FileResponse(path, media_type=MEDIA_TYPES[image.format], headers=headers)
-    return StreamingResponse(storage.open(image.storage_key), media_type=MEDIA_TYPES[image.format], headers=headers)
+    what = f"job {job.id} image {image.index}" + (f" rendition {image.rendition!r}" if image.rendition else "")
+    return stored_response(
+        storage, image.storage_key, MEDIA_TYPES[image.format], headers, image.bytes, what, request.app.state.presign
+    )

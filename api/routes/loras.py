@@ -66,7 +66,7 @@ def upload_lora(
         info = check_adapter(saved.path, file.filename or "", table_for(settings.model), MAX_RANK)
         key = lora_key(saved.sha256)
         if not storage.exists(key):  # stored by content: the same file uploaded again is stored once
-            storage.put(key, saved.path.read_bytes())
+            storage.put_file(key, saved.path)
     except Refusal as exc:
         raise exc.to_http() from exc
     finally:

@@ -47,6 +47,7 @@ def api() -> None:
     import uvicorn
 
     from api.app import create_app
+    from core.storage import StorageUnavailable
 
     s = get_settings()
     if not s.auth and not s.api_is_loopback:
@@ -60,7 +61,12 @@ def api() -> None:
         f"zfarm api on http://{s.api_host}:{s.api_port} (database {s.resolved_database_url.split('@')[-1]}, "
         f"{'API keys required' if s.auth else 'OPEN: no API keys'})"
     )
-    uvicorn.run(create_app(s), host=s.api_host, port=s.api_port, log_level="info")
+    try:
+        app = create_app(s)
+    except StorageUnavailable as exc:
+        raise click.ClickException(f"zfarm api cannot start: {exc}") from exc
+    click.echo(f"zfarm api: storage {app.state.storage.url_text}")
+    uvicorn.run(app, host=s.api_host, port=s.api_port, log_level="info")
 
 
 @click.command()
@@ -78,6 +84,8 @@ def worker(name: str | None, loglevel: str) -> None:
 
     import worker.tasks  # noqa: F401  (registers the tasks and the process start-up hooks)
     from broker_config.celery_app import app
+    from core.storage import StorageUnavailable
+    from core.storage_setup import open_storage
     from worker import start_failure
     from worker.fp8_support import fp8_problem, smi_capability, smi_total_mib
 
@@ -86,6 +94,10 @@ def worker(name: str | None, loglevel: str) -> None:
 
     if s.precision == "fp8" and (problem := fp8_problem(s.device, None if s.device == "cpu" else smi_capability())):
         raise click.ClickException(f"worker {name} refuses to start: {problem}")  # never a silent bf16 fallback
+    try:
+        storage = open_storage(s)  # the bucket answers, exists and takes these credentials: checked before any job
+    except StorageUnavailable as exc:
+        raise click.ClickException(f"worker {name} cannot start: {exc}") from exc
     # What this card takes decides which queues it reads; the child records the same figure in its row.
     max_pixels = worker_max_pixels(s, None if s.device == "cpu" else smi_total_mib())
     os.environ["ZFARM_WORKER_MAX_PIXELS"] = str(max_pixels)
@@ -96,7 +108,7 @@ def worker(name: str | None, loglevel: str) -> None:
     click.echo(
         f"zfarm worker {name}: model {s.model}, precision {s.precision}, memory policy {s.memory_policy}, device "
         f"{s.device}, CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', '(all)')}, images up to "
-        f"{max_pixels} pixels, queues {', '.join(queues)}, data {s.data_dir.resolve()}"
+        f"{max_pixels} pixels, queues {', '.join(queues)}, data {s.data_dir.resolve()}, storage {storage.url_text}"
     )
     # prefork with one child: the child loads the model; if it dies the parent requeues its job and forks anew.
     app.worker_main(
