@@ -1,5 +1,6 @@
 """Many hosts on one machine: two `zfarm api` replicas, three `zfarm worker` processes (two small cards, one
-large), a `zfarm webhooks` sender, one PostgreSQL and one Redis, all real processes.
+large), a `zfarm webhooks` sender, one PostgreSQL, one Redis and moto's S3 server, all real processes; each
+process on its own empty data directory (no shared disk: images meet only in the bucket).
 
 A job sent to replica A is served by replica B; the leader replica is SIGKILLed in the middle of a batch and
 the other takes the loops over within seconds and finishes it; one leader at a time; large images only on the
@@ -26,7 +27,7 @@ from migrations.runner import upgrade
 from models import Image, Job, make_engine, make_session_factory
 from tests.farm_helpers import REPO, start_worker, stop_process_group, wait_for, worker_state
 from tests.http_servers import Receiver, webhook_receiver
-from tests.multihost_storage import farm_storage
+from tests.multihost_storage import farm_bucket
 from tests.replica_helpers import LeaderWatch, make_replicas
 
 pytestmark = pytest.mark.e2e
@@ -60,7 +61,7 @@ def test_two_replicas_three_workers_one_leader_at_a_time(
     upgrade(postgres_url)
     sessions = make_session_factory(make_engine(postgres_url))
     queue = f"multihost-{uuid.uuid4().hex[:8]}"
-    with farm_storage(tmp_path) as storage:
+    with farm_bucket() as storage:
         common = {
             **storage.env,
             "ZFARM_REDIS_URL": redis_url,
@@ -175,6 +176,10 @@ def test_two_replicas_three_workers_one_leader_at_a_time(
             jobs = s.execute(select(Job.id, Job.item_key, Job.worker_name).where(Job.batch_id == batch_id)).all()
             per_job = dict(s.execute(select(Image.job_id, func.count()).group_by(Image.job_id)).all())
         assert len(jobs) == ROWS and all(per_job.get(j.id) == 1 for j in jobs)
+        # one object per image in the bucket, none on any host's own disk
+        objects = storage.images_per_job()
+        assert all(objects[j.id] == 1 for j in jobs) and max(objects.values()) == 1, objects
+        assert not [p for p in tmp_path.rglob("*") if p.suffix in (".png", ".webp", ".jpeg")]
         by_row = {j.item_key: j.worker_name for j in jobs}
         assert {by_row[f"sku{i}"] for i in LARGE_ROWS} == {"large1@h3"}, by_row
         assert len({w for w in by_row.values()}) >= 2, f"one worker did everything: {by_row}"
