@@ -373,3 +373,4 @@ class Health(BaseModel):
     status: Literal["ok", "degraded"]
     database: str
     broker: str
+    storage: str = "ok"  # the data directory or the bucket (ZFARM_STORAGE_URL): "error: ..." with the reason

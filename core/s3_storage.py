@@ -52,11 +52,15 @@ class S3Storage:
             # (403, 404) is not retried: it would be refused again.
             retries={"max_attempts": 3, "mode": "standard"},
             signature_version="s3v4",
+            # One connection per download the API streams at once (threadpool) and per finisher thread.
+            max_pool_connections=64,
             # Path-style addressing for a custom endpoint: MinIO and most self-hosted stores have no
             # per-bucket DNS names.
             s3={"addressing_style": "path" if endpoint_url else "auto"},
         )
-        self.client: Any = boto3.client("s3", endpoint_url=endpoint_url, config=config)
+        # A session of its own: credentials are read from the environment now, not from boto3's default
+        # session, which keeps the first credentials it resolved for the life of the process.
+        self.client: Any = boto3.session.Session().client("s3", endpoint_url=endpoint_url, config=config)
 
     def _key(self, key: str) -> str:
         return self.prefix + check_key(key)
@@ -130,4 +134,4 @@ class S3Storage:
                 reason = f"access refused with these credentials ({_reason(exc)})"
             else:
                 reason = _reason(exc)
-            raise StorageUnavailable(f"storage {self.url_text} does not answer: {reason}") from exc
+            raise StorageUnavailable(f"storage {self.url_text} cannot be used: {reason}") from exc

@@ -119,7 +119,8 @@ def _run_alone(job_id: str, req: RenderRequest, ctx: JobContext) -> Outcome:
         return finish_without_images(job_id, ctx, JobStatus.CANCELED, "canceled while running")
     except (RenderError, ValueError) as exc:
         return finish_without_images(job_id, ctx, JobStatus.FAILED, f"{type(exc).__name__}: {exc}")
-    store_results(job_id, ctx, req, images, time.perf_counter() - started, notes)
+    # The same storing as every job: a store that refuses the write fails this job with its reason.
+    finish_rendered(job_id, ctx, req, images, time.perf_counter() - started, notes, batched=False)
     return Outcome.RENDERED
 
 

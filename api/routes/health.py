@@ -5,6 +5,7 @@ from sqlalchemy import text
 
 from api.deps import SessionDep
 from api.schemas import Health
+from core.storage import StorageError
 
 router = APIRouter(tags=["health"])
 
@@ -22,6 +23,11 @@ def healthz(session: SessionDep, request: Request, response: Response) -> Health
         broker = "ok"
     except Exception as exc:
         broker = f"error: {type(exc).__name__}"
-    ok = database == "ok" and broker == "ok"
+    try:
+        request.app.state.storage.check()  # the bucket answers and takes the credentials (a HEAD)
+        storage = "ok"
+    except StorageError as exc:
+        storage = f"error: {exc}"
+    ok = database == "ok" and broker == "ok" and storage == "ok"
     response.status_code = 200 if ok else 503
-    return Health(status="ok" if ok else "degraded", database=database, broker=broker)
+    return Health(status="ok" if ok else "degraded", database=database, broker=broker, storage=storage)

@@ -16,7 +16,7 @@ from api.routes.batches import _get_batch
 from api.schemas import ImageOut
 from models import Job, JobStatus
 from models.deliveries import reopen_batch_delivery
-from models.records import image_records, is_test_model, parameters
+from models.records import Presign, image_records, is_test_model, parameters
 from models.reviews import Review, ReviewRefused, current_job, reroll, review
 
 router = APIRouter(prefix="/v1/batches", tags=["review"])
@@ -52,7 +52,7 @@ class ReviewNote(BaseModel):
     note: str | None = Field(None, max_length=500, description="why, e.g. 'logo cut off'")
 
 
-def _item(job: Job, base_url: str, rerolls: int) -> ItemOut:
+def _item(job: Job, base_url: str, rerolls: int, presign: Presign | None = None) -> ItemOut:
     record = parameters(job)
     return ItemOut(
         key=job.item_key or "",
@@ -62,7 +62,7 @@ def _item(job: Job, base_url: str, rerolls: int) -> ItemOut:
         error=job.error,
         prompt=record["prompt"],
         seed=job.seed,
-        images=[ImageOut.model_validate(im) for im in image_records(job, base_url)],
+        images=[ImageOut.model_validate(im) for im in image_records(job, base_url, presign)],
         review=job.review or "pending",
         review_note=job.review_note,
         reviewed_at=job.reviewed_at,
@@ -106,7 +106,8 @@ def list_items(
     jobs = list(session.scalars(query.order_by(Job.row_number).offset(offset).limit(limit)))
     rerolls = _rerolls(session, batch.id, [j.item_key for j in jobs if j.item_key])
     base = str(request.base_url)
-    items = [_item(j, base, rerolls.get(j.item_key or "", 0)) for j in jobs]
+    presign = request.app.state.presign  # presigned mode: the board's <img> tags load from the bucket directly
+    items = [_item(j, base, rerolls.get(j.item_key or "", 0), presign) for j in jobs]
     return ItemPage(total=total, offset=offset, limit=limit, items=items)
 
 
@@ -128,7 +129,7 @@ def _verdict(
     except ReviewRefused as exc:
         raise HTTPException(409, detail=str(exc)) from exc
     session.commit()
-    return _item(job, str(request.base_url), _rerolls(session, batch, [key]).get(key, 0))
+    return _item(job, str(request.base_url), _rerolls(session, batch, [key]).get(key, 0), request.app.state.presign)
 
 
 @router.post("/{batch_id}/items/{key}/approve", response_model=ItemOut)
@@ -175,4 +176,4 @@ def reroll_item(
     reopen_batch_delivery(session, batch)  # the batch will end again: announce that ending too
     session.commit()
     request.app.state.wake_dispatcher()
-    return _item(fresh, str(request.base_url), _rerolls(session, batch, [key]).get(key, 0))
+    return _item(fresh, str(request.base_url), _rerolls(session, batch, [key]).get(key, 0), request.app.state.presign)

@@ -91,8 +91,11 @@ function bodyWithIntegers(body, integers) {
   return exact.length ? `${text.slice(0, -1)}${text === "{}" ? "" : ","}${exact.join(",")}}` : text;
 }
 
-// Images need the API key too, so they come through fetch() and are shown from blob URLs.
+// Images need the API key too, so they come through fetch() and are shown from blob URLs. A presigned link
+// into the bucket (ZFARM_PRESIGNED_URLS=true) is another origin and needs no key: it is used as it is (the
+// bucket would refuse a second credential, and fetch() would need CORS on it).
 async function imageURL(url) {
+  if (new URL(url, location.href).origin !== location.origin) return url;
   if (!state.blobs.has(url)) {
     state.blobs.set(url, api(url).then((r) => r.blob()).then((b) => URL.createObjectURL(b)));
   }

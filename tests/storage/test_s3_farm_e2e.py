@@ -19,6 +19,8 @@ from core.storage import image_key
 from models import Job
 from models.records import job_record
 from tests.farm_helpers import LiveFarm, live_farm, wait_for
+from tests.image_helpers import encoded
+from tests.lora_helpers import make_tiny_lora
 from tests.storage.conftest import Bucket
 from worker.webhooks import job_payload
 
@@ -130,3 +132,29 @@ def test_presigned_mode_links_records_webhooks_and_manifests_to_the_bucket(s3_fa
             assert job_record(job, "http://farm")["images"][0]["url"] == f"http://farm/v1/jobs/{job_id}/images/0"
         manifest = list(csv.DictReader(io.StringIO(api.get(f"{batch['url']}/manifest.csv").text)))
         assert httpx.get(manifest[0]["url"]).content == in_bucket
+        # The review board's <img> tags load from the bucket too (api/static/app.js uses such links as they are).
+        [item] = api.get(f"/v1/batches/{batch['id']}/items").json()["items"]
+        assert httpx.get(item["images"][0]["url"]).content == in_bucket
+
+
+def test_the_worker_reads_input_images_and_adapters_from_the_bucket(s3_farm: S3Farm, tmp_path: Path) -> None:
+    from PIL import Image as PILImage
+
+    farm = s3_farm.live
+    photo = farm.api.post(
+        "/v1/assets", files={"file": ("p.png", encoded(PILImage.new("RGB", (256, 256), "navy")), "image/png")}
+    ).json()
+    adapter = make_tiny_lora(tmp_path / "brand.safetensors")
+    with adapter.open("rb") as fh:
+        lora = farm.api.post("/v1/loras", files={"file": ("brand.safetensors", fh)}, data={"name": "brand"}).json()
+    job_id = farm.submit(
+        prompt="a mug", mode="img2img", image=photo["id"], strength=0.5, steps=4, loras=[{"name": "brand", "scale": 1}]
+    )
+    record = farm.wait_job(job_id)
+    assert record["status"] == "succeeded", record
+    assert record["inputs"]["image"]["id"] == photo["id"] and record["loras"][0]["sha256"] == lora["sha256"]
+    # The adapter came from the bucket into the worker's own cache (named by its sha256): the one local copy.
+    cached = s3_farm.worker_dir / "lora-cache" / f"{lora['sha256']}.safetensors"
+    assert cached.read_bytes() == adapter.read_bytes()
+    assert farm.api.get(f"/v1/jobs/{job_id}/images/0").content == s3_farm.bucket.object(image_key(job_id, 0, "png"))
+    assert _images_on_disk(s3_farm.api_dir, s3_farm.worker_dir) == []

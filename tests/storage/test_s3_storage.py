@@ -71,7 +71,7 @@ def test_a_store_that_does_not_answer_stops_the_start_with_url_and_reason(bucket
     settings = FarmSettings(storage_url=bucket.url, s3_endpoint_url=dead, storage_timeout_seconds=1)
     with pytest.raises(StorageUnavailable) as info:
         open_storage(settings)
-    assert str(info.value).startswith(f"storage {bucket.url} at {dead} does not answer: EndpointConnectionError")
+    assert str(info.value).startswith(f"storage {bucket.url} at {dead} cannot be used: EndpointConnectionError")
     missing = FarmSettings(storage_url="s3://no-such-bucket-here", s3_endpoint_url=bucket.endpoint)
     with pytest.raises(StorageUnavailable, match="s3://no-such-bucket-here .* no such bucket"):
         open_storage(missing)

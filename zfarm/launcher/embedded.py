@@ -122,7 +122,7 @@ class Farm:
             f"flower   http://127.0.0.1:{s.flower_port}  (user {s.flower_user}, password {self.flower_password})",
             f"redis    {_mask(self.redis_url)}" + (f"  (embedded, append-only in {redis_dir})" if embedded else ""),
             f"database {_mask(s.resolved_database_url)}",
-            f"data     {s.data_dir.resolve()}  (images in {s.storage_dir})",
+            f"data     {s.data_dir.resolve()}  (images in {s.storage_url or s.storage_dir})",
             f"model    {s.model}{'  (TINY TEST MODEL: random weights, images are noise)' if s.is_tiny_model else ''}",
             f"workers  {', '.join(workers)}  (memory policy {s.memory_policy}"
             + ("; each card's choice is printed when it is ready)" if s.memory_policy == "auto" else ")"),
