@@ -14,7 +14,7 @@ from prometheus_client import CollectorRegistry
 from api import openapi
 from api.body_limit import BodyLimit
 from api.errors import validation_handler
-from api.metrics import FarmCollector
+from api.metrics import FarmCollector, LeaderCollector
 from api.quotas import Quotas
 from api.routes import (
     assets,
@@ -34,6 +34,7 @@ from api.routes import (
 from broker_config.celery_app import app as default_celery
 from control.dispatcher import Dispatcher, DispatcherThread
 from control.enqueue import Enqueuer
+from control.leader import LeaderLease
 from control.reconciler import Reconciler, ReconcilerThread
 from control.webhook_sweep import WebhookSweep
 from core.queues import PRECISIONS
@@ -55,7 +56,7 @@ def create_app(
     engine = make_engine(settings.resolved_database_url)
     sessions = make_session_factory(engine)
     broker = settings
-    enqueuer = Enqueuer(celery, sessions, queue or broker.queue)
+    enqueuer = Enqueuer(celery, sessions, queue or broker.queue, settings.large_pixels)
     redis_url = str(celery.conf.broker_url)
     reconciler = Reconciler(
         sessions,
@@ -72,22 +73,30 @@ def create_app(
         depth=settings.bulk_queue_depth,
         offline_after=settings.worker_offline_after_seconds,
     )
-    dispatch_thread = DispatcherThread(dispatcher, every=settings.dispatch_every_seconds)
+    # One leader per farm runs the loops' rounds, however many replicas run their threads (control/leader.py).
+    lease = LeaderLease(
+        redis_url,
+        queue or broker.queue,
+        ttl=settings.leader_lease_seconds,
+        renew_every=settings.leader_lease_seconds / 5,
+    )
+    dispatch_thread = DispatcherThread(dispatcher, every=settings.dispatch_every_seconds, leader=lease.is_leader)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        thread = ReconcilerThread(reconciler, every=reconcile_every or settings.reconcile_every_seconds)
+        lease.start()
+        every = reconcile_every or settings.reconcile_every_seconds
+        thread = ReconcilerThread(reconciler, every=every, leader=lease.is_leader)
         thread.start()
         dispatch_thread.start()
-        sweep = WebhookSweep(
-            sessions, celery, broker.webhook_queue, every=reconcile_every or settings.reconcile_every_seconds
-        )
+        sweep = WebhookSweep(sessions, celery, broker.webhook_queue, every=every, leader=lease.is_leader)
         sweep.start()
         yield
         thread.stopped.set()
         sweep.stopped.set()
         dispatch_thread.stop()
         dispatch_thread.join(timeout=10)
+        lease.stop()  # after the loops: the next replica takes over at its next renewal
         dispatcher.close()
         engine.dispose()
 
@@ -107,6 +116,7 @@ def create_app(
     app.state.reconciler = reconciler
     app.state.dispatcher = dispatcher
     app.state.wake_dispatcher = dispatch_thread.wake
+    app.state.leader = lease
     app.state.quotas = Quotas(redis_url, settings)
     app.add_middleware(
         BodyLimit,
@@ -139,10 +149,11 @@ def create_app(
             sessions,
             redis_url,
             [
-                *(enqueuer.queue_for(lane, precision) for precision in PRECISIONS for lane in Lane),
+                *(enqueuer.queue_for(lane, p, large) for p in PRECISIONS for large in (False, True) for lane in Lane),
                 broker.webhook_queue,
             ],
             settings.worker_offline_after_seconds,
         )
     )
+    app.state.metrics.register(LeaderCollector(lease))
     return app

@@ -17,6 +17,7 @@ from prometheus_client.registry import Collector
 from sqlalchemy import ColumnElement, case, func, select
 from sqlalchemy.orm import InstrumentedAttribute, Session, sessionmaker
 
+from control.leader import LeaderLease
 from core.queues import DEFAULT_PRECISION
 from models import DeliveryState, Image, Job, JobStatus, WebhookDelivery, Worker, WorkerState
 from models.backlog import required_capability
@@ -198,3 +199,23 @@ class FarmCollector(Collector):
             client.close()
         yield depth
         yield up
+
+
+class LeaderCollector(Collector):
+    """Whether this replica runs the control loops now, and how often that changed (one leader at a time)."""
+
+    def __init__(self, lease: LeaderLease) -> None:
+        self.lease = lease
+
+    def collect(self) -> Iterator[Metric]:
+        yield GaugeMetricFamily(
+            "zfarm_control_leader",
+            "1 while this API replica holds the farm's lease and runs the dispatcher, reconciler and webhook sweep",
+            value=1 if self.lease.is_leader() else 0,
+        )
+        changes = CounterMetricFamily(
+            "zfarm_control_leader_changes", "Times this replica became or stopped being leader", labels=["change"]
+        )
+        changes.add_metric(["became"], self.lease.became)
+        changes.add_metric(["stepped_down"], self.lease.stepped_down)
+        yield changes

@@ -353,6 +353,7 @@ class WorkerOut(BaseModel):
     memory_policy: str | None
     model_id: str | None
     precision: str | None = Field(None, description="bf16 or fp8: which jobs this worker takes")
+    max_pixels: int | None = Field(None, description="the largest image (width x height) its card takes")
     state: str = Field(description="loading, warming, ready, busy, offline (no heartbeat) or failed (could not start)")
     error: str | None = Field(None, description="why a failed worker could not start, e.g. its model did not load")
     current_job_id: str | None

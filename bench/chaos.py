@@ -5,6 +5,9 @@ with its append-only file, SQLite or PostgreSQL. The images come from the tiny r
 what is measured is delivery: accepted, succeeded, lost, duplicated, and how long recovery takes.
 
 usage: python bench/chaos.py [--jobs 500] [--workers 3] [--seconds-between-faults 3] [--record]
+       python bench/chaos.py --multi-host --database-url postgresql+psycopg://... [--jobs 500] [--batch-rows 50]
+         (two API replicas, workers on their own data directories, faults in turn: the leader API replica, a
+         worker, Redis; bench/chaos_multihost.py)
 """
 
 from __future__ import annotations
@@ -182,7 +185,13 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--database-url", default=None)
     ap.add_argument("--record", action="store_true", help="append the result table to BENCHMARKS.md")
+    ap.add_argument("--multi-host", action="store_true", help="two API replicas, as several hosts would run them")
+    ap.add_argument("--batch-rows", type=int, default=50, help="multi-host: catalog rows per batch (one webhook each)")
     args = ap.parse_args()
+    if args.multi_host:
+        from bench.chaos_multihost import run_multi_host
+
+        return run_multi_host(args)
     rng = random.Random(args.seed)
     root = Path(tempfile.mkdtemp(prefix="zfarm-chaos-"))
     chaos = Chaos(args, root)

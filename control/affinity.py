@@ -11,6 +11,7 @@ and two brands on two workers each stay put. A worker that goes offline has its 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -21,7 +22,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from control.broker_inspect import _job_id
-from core.queues import DEFAULT_PRECISION, direct_queue_name
+from core.queues import DEFAULT_LARGE_PIXELS, DEFAULT_PRECISION, direct_queue_name
 from models import Job, JobStatus, Worker
 from models.base import utcnow
 from models.db import transaction
@@ -46,6 +47,7 @@ class Affinity:
     bulk_queue: str  # the bulk queue of one precision tier; its workers' own queues are named from it
     offline_after: float = 30.0
     precision: str = DEFAULT_PRECISION
+    large_pixels: int = DEFAULT_LARGE_PIXELS  # the budget of a worker row that did not say its own
 
     def workers(self, session: Session | None = None) -> TierWorkers:
         """Live workers of this tier (a fresh heartbeat, a state that serves) and the tier's other workers."""
@@ -82,16 +84,25 @@ class Affinity:
         out: dict[str, list[str]] = {}
         if not holders:
             return {self.bulk_queue: list(ids)}
-        query = select(Job.id, Job.adapters).where(Job.id.in_(ids))
-        if session is not None:
-            signatures = dict(session.execute(query).tuples().all())
-        else:
-            with self.sessions() as s:
-                signatures = dict(s.execute(query).tuples().all())
+        query = select(Job.id, Job.adapters, Job.width * Job.height).where(Job.id.in_(ids))
+        # A holder whose card is too small for a job's images never gets it (core/capability.py).
+        budgets = select(Worker.name, Worker.max_pixels).where(Worker.name.in_(holders))
+        with contextlib.ExitStack() as stack:
+            s = session if session is not None else stack.enter_context(self.sessions())
+            rows = list(s.execute(query).tuples().all())
+            budget = dict(s.execute(budgets).tuples().all())
+        signatures = {job_id: (sig, pixels) for job_id, sig, pixels in rows}
         lengths = {w: self._length(w) for w in holders}
         for job_id in ids:
-            wanted = signatures.get(job_id)
-            room = [w for w, sig in holders.items() if wanted and sig == wanted and lengths[w] < DIRECT_DEPTH]
+            wanted, pixels = signatures.get(job_id, (None, 0))
+            room = [
+                w
+                for w, sig in holders.items()
+                if wanted
+                and sig == wanted
+                and lengths[w] < DIRECT_DEPTH
+                and pixels <= (budget.get(w) or self.large_pixels)
+            ]
             if room:
                 worker = min(room, key=lambda w: (lengths[w], w))
                 lengths[worker] += 1

@@ -15,7 +15,8 @@ a timer as the safety net. Topping up on the timer alone idled the workers: a wo
 than the ticks refilled them (issue 17: 3.2 jobs/s at 56 % busy against 7 jobs/s for single jobs). On demand,
 the next id is in Redis before the job the worker just took has ended, and Redis still holds only a few.
 
-Every API process runs one; a Redis lock lets one of them dispatch at a time. Each precision tier (core/queues.py)
+Every API process runs one; only the farm's leader (control/leader.py) runs its rounds, and a Redis lock per
+queue keeps even two would-be leaders from filling one queue at once. Each precision tier (core/queues.py)
 has its own bulk queue, filled to its own depth from its own rows: fp8 rows never wait behind bf16 rows for a
 worker that would not take them.
 """
@@ -26,22 +27,24 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import cast
 
 import redis
-from sqlalchemy import select, update
+from sqlalchemy import ColumnElement, select, true, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from broker_config import bulk_signal
 from control.affinity import Affinity, TierWorkers
 from control.enqueue import Enqueuer
-from core.queues import DEFAULT_PRECISION, PRECISIONS
+from control.leader import always
+from core.queues import DEFAULT_PRECISION, PRECISIONS, is_large
 from models import Batch, Job, JobStatus, Lane
 from models.base import utcnow
 from models.db import transaction
+from models.workers import live_max_pixels
 
 log = logging.getLogger(__name__)
 MIN_DEPTH = 2
@@ -65,7 +68,14 @@ class Dispatcher:
         self.queue = self.enqueuer.queues[Lane.BULK]
         # Jobs with LoRA adapters go to a worker of their tier that holds them (control/affinity.py).
         self.affinities: dict[str, Affinity] = {
-            p: Affinity(self.sessions, self.redis, self.enqueuer.queue_for(Lane.BULK, p), self.offline_after, p)
+            p: Affinity(
+                self.sessions,
+                self.redis,
+                self.enqueuer.queue_for(Lane.BULK, p),
+                self.offline_after,
+                p,
+                self.enqueuer.large_pixels,
+            )
             for p in PRECISIONS
         }
 
@@ -105,7 +115,12 @@ class Dispatcher:
             with self.sessions() as s:
                 workers = affinity.workers(s)
                 # Messages without a priority sit in the plain list; the farm never sets one.
-                waiting = int(cast(int, self.redis.llen(queue))) + affinity.waiting(workers)
+                large = self.enqueuer.queue_for(Lane.BULK, precision, large=True)  # images only large cards take
+                waiting = (
+                    int(cast(int, self.redis.llen(queue)))
+                    + int(cast(int, self.redis.llen(large)))
+                    + affinity.waiting(workers)
+                )
                 missing = self.target_depth(precision, workers) - waiting
                 if missing <= 0:
                     return 0
@@ -124,10 +139,17 @@ class Dispatcher:
         live = (workers or self.affinities[precision].workers()).live
         return max(MIN_DEPTH, PER_WORKER * len(live))
 
+    def fits(self, s: Session, precision: str) -> ColumnElement[bool]:
+        """Jobs some live worker of the tier can take: no larger than its largest card's budget (core/capability.py).
+        With no live worker, jobs any card takes; a larger one waits in SQL (its record says why: api/waiting.py)."""
+        budget = live_max_pixels(s, self.offline_after, self.enqueuer.large_pixels).get(precision)
+        return Job.width * Job.height <= (budget or self.enqueuer.large_pixels)
+
     def _choose(
         self, s: Session, count: int, precision: str, workers: TierWorkers
     ) -> tuple[dict[str, list[str]], list[str]]:
         """Up to `count` ids by turns, grouped by the queue each goes to; and the batch served at each turn."""
+        fits = self.fits(s, precision)
         waiting = (
             select(Job.batch_id)
             .where(
@@ -135,6 +157,7 @@ class Dispatcher:
                 Job.status == JobStatus.QUEUED,
                 Job.enqueued_at.is_(None),
                 Job.precision == precision,
+                fits,
             )
             .distinct()
         )
@@ -145,11 +168,27 @@ class Dispatcher:
         ).all()
         order = [batch_id for batch_id, _ in rows]
         tenant_of = {batch_id: tenant or "" for batch_id, tenant in rows}
-        heads = {batch_id: self._next_ids(s, batch_id, count, precision) for batch_id in order}
+        heads = {batch_id: self._next_ids(s, batch_id, count, precision, fits) for batch_id in order}
         picks, served = take_turns(order, heads, count, tenant_of)
         if not picks:
             return {}, []
-        return self.affinities[precision].route(picks, workers, s), served
+        return self._by_size(s, self.affinities[precision].route(picks, workers, s), precision), served
+
+    def _by_size(self, s: Session, routes: dict[str, list[str]], precision: str) -> dict[str, list[str]]:
+        """The tier's shared ids split by image size: those over the large budget go to the queue only large cards
+        read (core/queues.py); a worker's own queue keeps what affinity chose (it checked the card's budget)."""
+        shared = routes.pop(self.enqueuer.queue_for(Lane.BULK, precision), [])
+        if not shared:
+            return routes
+        sizes = {
+            r.id: (r.width, r.height)
+            for r in s.execute(select(Job.id, Job.width, Job.height).where(Job.id.in_(shared)))
+        }
+        for large in (False, True):
+            group = [i for i in shared if is_large(*sizes.get(i, (0, 0)), self.enqueuer.large_pixels) == large]
+            if group:
+                routes.setdefault(self.enqueuer.queue_for(Lane.BULK, precision, large=large), []).extend(group)
+        return routes
 
     def _send(self, routes: dict[str, list[str]], served: list[str]) -> int:
         # Each to a worker's own queue or the tier's, named here: the Enqueuer need not look the tier up again.
@@ -170,7 +209,13 @@ class Dispatcher:
         return len(sent)
 
     @staticmethod
-    def _next_ids(s: Session, batch_id: str, count: int, precision: str = DEFAULT_PRECISION) -> list[str]:
+    def _next_ids(
+        s: Session,
+        batch_id: str,
+        count: int,
+        precision: str = DEFAULT_PRECISION,
+        fits: ColumnElement[bool] | None = None,
+    ) -> list[str]:
         return list(
             s.scalars(
                 select(Job.id)
@@ -179,6 +224,7 @@ class Dispatcher:
                     Job.status == JobStatus.QUEUED,
                     Job.enqueued_at.is_(None),
                     Job.precision == precision,
+                    true() if fits is None else fits,
                 )
                 .order_by(Job.row_number)
                 .limit(count)
@@ -228,9 +274,10 @@ def take_turns(
 class DispatcherThread(threading.Thread):
     """Runs a round when a worker takes a bulk id or a batch arrives (a ring), and every `every` s regardless."""
 
-    def __init__(self, dispatcher: Dispatcher, every: float = 0.5) -> None:
+    def __init__(self, dispatcher: Dispatcher, every: float = 0.5, leader: Callable[[], bool] = always) -> None:
         super().__init__(name="dispatcher", daemon=True)
         self.dispatcher, self.every = dispatcher, every
+        self.leader = leader  # rounds run only in the replica that holds the farm's lease (control/leader.py)
         self.stopped = threading.Event()
         self._wake = threading.Event()
 
@@ -257,6 +304,8 @@ class DispatcherThread(threading.Thread):
             timed = tiers is None
             if timed:
                 next_timed = time.monotonic() + self.every
+            if not self.leader():
+                continue
             try:
                 # The timer's round is thorough and covers every tier; a ring's covers the tiers it names.
                 if tiers is None:

@@ -12,7 +12,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from broker_config.task_names import RENDER_JOB
-from core.queues import DEFAULT_PRECISION, bulk_queue_name, precision_queue
+from core.queues import DEFAULT_LARGE_PIXELS, DEFAULT_PRECISION, bulk_queue_name, is_large, precision_queue, size_queue
 from models import Job, Lane
 from models.base import utcnow
 from models.db import transaction
@@ -25,12 +25,15 @@ PIPELINE = 500
 
 
 class Enqueuer:
-    def __init__(self, celery: Celery, sessions: sessionmaker[Session], queue: str) -> None:
-        self.celery, self.sessions, self.queue = celery, sessions, queue
+    def __init__(
+        self, celery: Celery, sessions: sessionmaker[Session], queue: str, large_pixels: int = DEFAULT_LARGE_PIXELS
+    ) -> None:
+        self.celery, self.sessions, self.queue, self.large_pixels = celery, sessions, queue, large_pixels
         self.queues = {Lane.INTERACTIVE: queue, Lane.BULK: bulk_queue_name(queue)}  # the bf16 tier's
 
-    def queue_for(self, lane: Lane, precision: str) -> str:
-        interactive = precision_queue(self.queue, precision)
+    def queue_for(self, lane: Lane, precision: str, large: bool = False) -> str:
+        """A lane's queue in a precision tier, for images over the large budget or not (core/queues.py)."""
+        interactive = size_queue(precision_queue(self.queue, precision), large)
         return interactive if lane == Lane.INTERACTIVE else bulk_queue_name(interactive)
 
     def send(self, job_ids: Iterable[str], lane: Lane = Lane.INTERACTIVE, queue: str | None = None) -> list[str]:
@@ -41,15 +44,17 @@ class Enqueuer:
         if queue is not None:
             sent = self._send(ids, queue)
         else:
-            tiers: dict[str, str] = {}
+            # Each id to its precision tier's queue, the large one for images over the budget.
+            tiers: dict[str, tuple[str, bool]] = {}
             with self.sessions() as s:
                 for i in range(0, len(ids), PIPELINE):
                     chunk = ids[i : i + PIPELINE]
-                    tiers.update(s.execute(select(Job.id, Job.precision).where(Job.id.in_(chunk))).tuples().all())
-            for precision in sorted(set(tiers.values()) | {DEFAULT_PRECISION}):
-                group = [i for i in ids if tiers.get(i, DEFAULT_PRECISION) == precision]
+                    rows = s.execute(select(Job.id, Job.precision, Job.width, Job.height).where(Job.id.in_(chunk)))
+                    tiers.update((r.id, (r.precision, is_large(r.width, r.height, self.large_pixels))) for r in rows)
+            for tier in sorted(set(tiers.values()) | {(DEFAULT_PRECISION, False)}):
+                group = [i for i in ids if tiers.get(i, (DEFAULT_PRECISION, False)) == tier]
                 if group:
-                    sent.extend(self._send(group, self.queue_for(lane, precision)))
+                    sent.extend(self._send(group, self.queue_for(lane, *tier)))
         if sent:
             with transaction(self.sessions) as s:
                 self.mark_sent(s, sent)

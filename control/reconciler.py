@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -21,6 +22,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from control.broker_inspect import job_ids_in_broker
 from control.enqueue import Enqueuer
+from control.leader import always
 from models import Job, JobStatus, Lane, Worker, lifecycle
 from models.base import utcnow
 from models.db import transaction
@@ -104,13 +106,16 @@ class Reconciler:
 
 
 class ReconcilerThread(threading.Thread):
-    def __init__(self, reconciler: Reconciler, every: float = 10.0) -> None:
+    def __init__(self, reconciler: Reconciler, every: float = 10.0, leader: Callable[[], bool] = always) -> None:
         super().__init__(name="reconciler", daemon=True)
         self.reconciler, self.every = reconciler, every
+        self.leader = leader  # rounds run only in the replica that holds the farm's lease (control/leader.py)
         self.stopped = threading.Event()
 
     def run(self) -> None:
         while not self.stopped.wait(self.every):
+            if not self.leader():
+                continue
             try:
                 counts = self.reconciler.run_once()
                 if any(counts.values()):

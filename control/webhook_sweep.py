@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from datetime import timedelta
 
 from celery import Celery
 from sqlalchemy.orm import Session, sessionmaker
 
 from broker_config.task_names import DELIVER_WEBHOOK
+from control.leader import always
 from core.settings import get_settings
 from models.base import utcnow
 from models.db import transaction
@@ -57,13 +59,23 @@ def send_now(
 
 
 class WebhookSweep(threading.Thread):
-    def __init__(self, sessions: sessionmaker[Session], celery: Celery, queue: str, every: float) -> None:
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        celery: Celery,
+        queue: str,
+        every: float,
+        leader: Callable[[], bool] = always,
+    ) -> None:
         super().__init__(name="webhook-sweep", daemon=True)
         self.sessions, self.celery, self.queue, self.every = sessions, celery, queue, every
+        self.leader = leader  # rounds run only in the replica that holds the farm's lease (control/leader.py)
         self.stopped = threading.Event()
 
     def run(self) -> None:
         while not self.stopped.wait(self.every):
+            if not self.leader():
+                continue
             try:
                 if sent := send_due_webhooks(self.sessions, self.celery, self.queue):
                     log.info("webhook sweep: sent %d", sent)

@@ -16,7 +16,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from core import data_layout
 from core.presets import PRESET_NAME, SHIPPED, Preset
-from core.queues import Precision, bulk_queue_name, precision_queue
+from core.queues import DEFAULT_LARGE_PIXELS, Precision, bulk_queue_name, precision_queue
 from core.storage import parse_s3_url
 from core.webhook_targets import IPNetwork, parse_networks
 
@@ -85,6 +85,9 @@ class FarmSettings(BaseSettings):
     worker_offline_after_seconds: float = Field(30.0, gt=0)
     reconcile_lost_after_seconds: float = Field(60.0, gt=0)
     reconcile_every_seconds: float = Field(10.0, gt=0)
+    # Several API replicas: the background loops run in the one holding this Redis lease (control/leader.py);
+    # when it dies, another takes over within this many seconds (plus one renewal, a fifth of it).
+    leader_lease_seconds: float = Field(5.0, ge=1, le=300)
     max_attempts: int = Field(3, ge=1, le=100)
 
     # The queue (broker_config.celeryconfig is built from these). Batch rows wait in `<queue>.bulk`.
@@ -103,6 +106,11 @@ class FarmSettings(BaseSettings):
     fault_injection: bool = False
     max_prompt_chars: int = Field(4000, ge=1, le=100_000)
     max_pixels: int = Field(2048 * 2048, ge=256 * 256, le=2048 * 2048)
+    # Routing by card (core/capability.py): images over large_pixels go to the large queues, which only workers
+    # whose max pixels exceed it read. The same value on every host. worker_max_pixels: what this worker's card
+    # takes; unset = from its VRAM (32 GiB and more: max_pixels; less: large_pixels; no GPU: max_pixels).
+    large_pixels: int = Field(DEFAULT_LARGE_PIXELS, ge=256 * 256, le=2048 * 2048)
+    worker_max_pixels: int | None = Field(None, ge=256 * 256, le=2048 * 2048)
 
     # Security and fairness. `zfarm up` turns auth off only when the API binds a loopback address.
     auth: bool = True

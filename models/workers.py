@@ -39,6 +39,8 @@ class Worker(Base):
     memory_policy: Mapped[str | None] = mapped_column(String(32), default=None)
     model_id: Mapped[str | None] = mapped_column(String(500), default=None)
     precision: Mapped[str | None] = mapped_column(String(8), default=None)  # the tier it runs; None before it said
+    # The largest image its card takes (core/capability.py); None: an older row, taken to be the large budget.
+    max_pixels: Mapped[int | None] = mapped_column(Integer, default=None)
     state: Mapped[str] = mapped_column(String(16), default=WorkerState.LOADING)
     current_job_id: Mapped[str | None] = mapped_column(String(32), default=None)
     jobs_done: Mapped[int] = mapped_column(Integer, default=0)
@@ -73,3 +75,13 @@ def live_precisions(session: Session, offline_after_seconds: float) -> set[str]:
     """The precision tiers of the workers alive now (a row that has not said its tier yet runs bf16)."""
     rows = session.scalars(select(Worker.precision).where(is_live(offline_after_seconds)).distinct())
     return {precision or "bf16" for precision in rows}
+
+
+def live_max_pixels(session: Session, offline_after_seconds: float, default: int) -> dict[str, int]:
+    """Per precision tier, the largest image some live worker of it takes (`default` for rows that did not say)."""
+    rows = session.execute(select(Worker.precision, Worker.max_pixels).where(is_live(offline_after_seconds))).all()
+    out: dict[str, int] = {}
+    for precision, pixels in rows:
+        tier = precision or "bf16"
+        out[tier] = max(out.get(tier, 0), pixels or default)
+    return out

@@ -12,8 +12,13 @@ import yaml
 from tests.farm_helpers import REPO
 
 COMPOSE = REPO / "compose.yaml"
-SECRETS = {"POSTGRES_PASSWORD": "pg-pass", "ZFARM_FLOWER_PASSWORD": "fl-pass", "ZFARM_WEBHOOK_SECRET": "s" * 32}
-LONG_RUNNING = ("redis", "postgres", "api", "worker-gpu0", "webhooks", "flower")
+SECRETS = {
+    "POSTGRES_PASSWORD": "pg-pass",
+    "ZFARM_FLOWER_PASSWORD": "fl-pass",
+    "ZFARM_WEBHOOK_SECRET": "s" * 32,
+    "S3_SECRET_KEY": "s3-secret",
+}
+LONG_RUNNING = ("redis", "postgres", "minio", "api-a", "api-b", "proxy", "worker-gpu0", "webhooks", "flower")
 
 
 def _services() -> dict:
@@ -35,9 +40,11 @@ def test_compose_file_holds_the_farm_with_durable_volumes_auth_and_health_checks
     redis_cmd = services["redis"]["command"]
     assert redis_cmd[redis_cmd.index("--appendonly") + 1] == "yes"
     assert redis_cmd[redis_cmd.index("--maxmemory-policy") + 1] == "noeviction"
-    # the schema is migrated once, before anything that uses it starts
-    for name in ("api", "worker-gpu0", "webhooks"):
+    # the schema is migrated once, and the bucket made, before anything that uses them starts
+    for name in ("api-a", "api-b", "worker-gpu0", "webhooks"):
         assert services[name]["depends_on"]["migrate"] == {"condition": "service_completed_successfully"}
+    for name in ("api-a", "api-b", "worker-gpu0"):
+        assert services[name]["depends_on"]["bucket"] == {"condition": "service_completed_successfully"}
     assert services["migrate"]["command"] == ["migrate"]
     # one worker per card, pinned by device id
     [device] = services["worker-gpu0"]["deploy"]["resources"]["reservations"]["devices"]
@@ -47,13 +54,25 @@ def test_compose_file_holds_the_farm_with_durable_volumes_auth_and_health_checks
     # every long-running service says whether it is healthy
     for name in LONG_RUNNING:
         assert services[name].get("healthcheck", {}).get("test"), f"{name} has no health check"
-    # named volumes: database, Redis, images (shared by workers and API), Hugging Face cache
+    # two API replicas behind the proxy, which alone publishes the API's port
+    assert services["api-a"] == services["api-b"] and services["api-a"]["command"] == ["api"]
+    assert "ports" not in services["api-a"] and services["proxy"]["ports"] == ["8000:8000"]
+    conf = (REPO / "ops/nginx/zfarm.conf").read_text()
+    assert "server api-a:8000" in conf and "server api-b:8000" in conf
+    # storage is the bucket: every process has the storage settings, and no service mounts a shared image volume
+    env = services["api-a"]["environment"]
+    assert env["ZFARM_STORAGE_URL"].startswith("${ZFARM_STORAGE_URL:-s3://")
+    assert env["ZFARM_S3_ENDPOINT_URL"] == "${ZFARM_S3_ENDPOINT_URL:-http://minio:9000}"
+    assert services["worker-gpu0"]["environment"]["ZFARM_STORAGE_URL"] == env["ZFARM_STORAGE_URL"]
+    # named volumes: database, Redis, the bucket's disk, Hugging Face cache (this host's copy of the weights)
     mounts = {name: set(services[name].get("volumes", [])) for name in services}
     assert "pg-data:/var/lib/postgresql/data" in mounts["postgres"]
     assert "redis-data:/data" in mounts["redis"]
-    assert {"images:/data", "hf-cache:/hf-cache"} <= mounts["worker-gpu0"]
-    assert "images:/data" in mounts["api"]
-    assert {"redis-data", "pg-data", "images", "hf-cache"} <= set(yaml.safe_load(COMPOSE.read_text())["volumes"])
+    assert "s3-data:/data" in mounts["minio"]
+    assert mounts["worker-gpu0"] == {"hf-cache:/hf-cache"}
+    assert not mounts["api-a"] and not mounts["api-b"]
+    assert {"redis-data", "pg-data", "s3-data", "hf-cache"} <= set(yaml.safe_load(COMPOSE.read_text())["volumes"])
+    assert "images" not in yaml.safe_load(COMPOSE.read_text())["volumes"]
 
 
 def test_docker_compose_accepts_the_file_and_refuses_missing_secrets() -> None:

@@ -16,6 +16,7 @@ import redis
 from celery.signals import task_received
 
 from broker_config import bulk_signal
+from core.queues import bulk_queue_name, size_queue
 from core.settings import get_settings
 
 log = logging.getLogger(__name__)
@@ -23,8 +24,11 @@ _client: redis.Redis | None = None
 
 
 def bulk_tier_of(routing_key: str, bulk_queue: str) -> str | None:
-    """The tier's bulk queue when `routing_key` is it or a worker's own queue under it, else None."""
-    return bulk_queue if routing_key == bulk_queue or routing_key.startswith(f"{bulk_queue}@") else None
+    """The tier's bulk queue when `routing_key` is it, a worker's own queue under it or the tier's large bulk queue
+    (core/queues.py: one dispatcher round fills both), else None."""
+    large = bulk_queue_name(size_queue(bulk_queue.removesuffix(".bulk"), large=True))
+    ours = routing_key in (bulk_queue, large) or routing_key.startswith(f"{bulk_queue}@")
+    return bulk_queue if ours else None
 
 
 @task_received.connect

@@ -53,3 +53,21 @@ def smi_capability() -> tuple[int, int] | None:
         return None
     major, _, minor = out[0].partition(".")
     return (int(major), int(minor or 0)) if major.isdigit() else None
+
+
+def smi_total_mib() -> int | None:
+    """The first visible GPU's memory in MiB through nvidia-smi (None: no GPU seen), for the worker's parent."""
+    smi = shutil.which("nvidia-smi")
+    if smi is None:
+        return None
+    first = os.environ.get("CUDA_VISIBLE_DEVICES", "0").split(",")[0].strip() or "0"
+    try:
+        out = subprocess.run(
+            [smi, f"--id={first}", "--query-gpu=memory.total", "--format=csv,noheader,nounits"],
+            capture_output=True,
+            text=True,
+            timeout=20,
+        ).stdout.split()
+    except (subprocess.SubprocessError, OSError):
+        return None
+    return int(out[0]) if out and out[0].isdigit() else None

@@ -14,6 +14,7 @@ import torch
 from sqlalchemy import update
 from sqlalchemy.orm import Session, sessionmaker
 
+from core.capability import worker_max_pixels
 from core.settings import FarmSettings, get_settings
 from core.storage_setup import open_storage
 from models import Job, Worker, WorkerState, lifecycle, make_engine, make_session_factory
@@ -57,7 +58,8 @@ def start_worker_process(settings: FarmSettings, name: str) -> JobContext:
         log.warning("%s: FAULT INJECTION IS ON (ZFARM_FAULT_INJECTION=1): prompt markers can kill this worker", name)
     # A tier this machine cannot run stops here, before the worker row says it runs it (`zfarm worker` checks too).
     runtime.check_precision()
-    register(sessions, name, runtime)
+    # `zfarm worker` resolved this from the card's VRAM before the fork and chose its queues by it (core/capability.py).
+    register(sessions, name, runtime, max_pixels=worker_max_pixels(settings, None))
     # The beat carries the adapters it holds too: a row update missed at a switch is mended within a beat.
     heartbeat = Heartbeat(
         sessions, name, settings.heartbeat_seconds, extra=runtime.adapters.row if runtime.adapters else None
@@ -134,7 +136,7 @@ def _start_stats(runtime: Runtime) -> dict[str, object]:
     }
 
 
-def register(sessions: sessionmaker[Session], name: str, runtime: Runtime) -> None:
+def register(sessions: sessionmaker[Session], name: str, runtime: Runtime, max_pixels: int | None = None) -> None:
     with transaction(sessions) as s:
         row = s.get(Worker, name) or Worker(name=name)
         row.hostname, row.pid, row.device = socket.gethostname(), os.getpid(), runtime.requested_device
@@ -146,7 +148,7 @@ def register(sessions: sessionmaker[Session], name: str, runtime: Runtime) -> No
         )
         row.model_id, row.memory_policy, row.error = runtime.model, runtime.requested_policy, None
         row.adapters = None  # a new process holds no adapters yet (worker/adapters.py reports what it loads)
-        row.precision = runtime.precision
+        row.precision, row.max_pixels = runtime.precision, max_pixels
         s.add(row)
         # A process that just started runs nothing: jobs still marked running under this name were cut off
         # with the process before it (kill -9 of the whole worker). Back to the queue; the reconciler sends them.

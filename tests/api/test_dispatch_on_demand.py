@@ -131,6 +131,9 @@ def test_rings_that_arrive_during_a_round_wait_for_the_next_call(redis_url: str)
 def test_only_bulk_messages_ring() -> None:
     assert bulk_tier_of("render.bulk", "render.bulk") == "render.bulk"
     assert bulk_tier_of("render.bulk@gpu0@host", "render.bulk") == "render.bulk"  # the worker's own queue
+    assert bulk_tier_of("render.large.bulk", "render.bulk") == "render.bulk"  # large images: the same tier's round
+    assert bulk_tier_of("render.fp8.large.bulk", "render.fp8.bulk") == "render.fp8.bulk"
+    assert bulk_tier_of("render.large", "render.bulk") is None  # interactive, large
     assert bulk_tier_of("render", "render.bulk") is None  # interactive
     assert bulk_tier_of("render.bulkier", "render.bulk") is None
     assert bulk_tier_of("", "render.bulk") is None

@@ -12,7 +12,8 @@ from pathlib import Path
 import click
 
 from core import data_layout
-from core.queues import direct_queue_name
+from core.capability import takes_large, worker_max_pixels
+from core.queues import worker_queue_order
 from core.settings import get_settings
 
 
@@ -53,6 +54,9 @@ def api() -> None:
         raise click.ClickException(
             f"ZFARM_AUTH=false is refused on ZFARM_API_HOST={s.api_host}: an open API may only bind a loopback address"
         )
+    # The loops' own lines (leader changes, reconciler rounds, dispatcher) go to stderr beside uvicorn's.
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("control").setLevel(logging.INFO)
     click.echo(
         f"zfarm api on http://{s.api_host}:{s.api_port} (database {s.resolved_database_url.split('@')[-1]}, "
         f"{'API keys required' if s.auth else 'OPEN: no API keys'})"
@@ -84,7 +88,7 @@ def worker(name: str | None, loglevel: str) -> None:
     from core.storage import StorageUnavailable
     from core.storage_setup import open_storage
     from worker import start_failure
-    from worker.fp8_support import fp8_problem, smi_capability
+    from worker.fp8_support import fp8_problem, smi_capability, smi_total_mib
 
     note = Path(tempfile.mkstemp(prefix="zfarm-worker-start-")[1])
     start_failure.failure_note = note  # the pool child, forked from here, writes why it could not start
@@ -95,12 +99,17 @@ def worker(name: str | None, loglevel: str) -> None:
         storage = open_storage(s)  # the bucket answers, exists and takes these credentials: checked before any job
     except StorageUnavailable as exc:
         raise click.ClickException(f"worker {name} cannot start: {exc}") from exc
-    queues = s.worker_queues
+    # What this card takes decides which queues it reads; the child records the same figure in its row.
+    max_pixels = worker_max_pixels(s, None if s.device == "cpu" else smi_total_mib())
+    os.environ["ZFARM_WORKER_MAX_PIXELS"] = str(max_pixels)
+    get_settings.cache_clear()
+    s = get_settings()
+    queues = worker_queue_order(s.worker_queues[0], name, takes_large(max_pixels, s.large_pixels))
     logging.basicConfig(level=loglevel, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     click.echo(
         f"zfarm worker {name}: model {s.model}, precision {s.precision}, memory policy {s.memory_policy}, device "
-        f"{s.device}, CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', '(all)')}, queues "
-        f"{', '.join(queues)}, data {s.data_dir.resolve()}, storage {storage.url_text}"
+        f"{s.device}, CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', '(all)')}, images up to "
+        f"{max_pixels} pixels, queues {', '.join(queues)}, data {s.data_dir.resolve()}, storage {storage.url_text}"
     )
     # prefork with one child: the child loads the model; if it dies the parent requeues its job and forks anew.
     app.worker_main(
@@ -109,8 +118,9 @@ def worker(name: str | None, loglevel: str) -> None:
             "--pool=prefork",
             "--concurrency=1",
             # its precision's tier, interactive first (see celeryconfig), then its own bulk queue (jobs with the LoRA
-            # adapters it holds: control/affinity.py), then the tier's shared bulk queue
-            f"--queues={queues[0]},{direct_queue_name(queues[1], name)},{queues[1]}",
+            # adapters it holds: control/affinity.py), then the tier's shared bulk queue; large queues first on a
+            # card that takes them (core/queues.py)
+            f"--queues={','.join(queues)}",
             f"--hostname={name}",
             "--task-events",
             "--without-gossip",

@@ -179,6 +179,7 @@ class Worker(TypedDict):
     memory_policy: str | None
     model_id: str | None
     precision: str | None  # the tier it runs: bf16 or fp8
+    max_pixels: int | None  # the largest image its card takes (routing by card)
     state: str
     error: str | None
     current_job_id: str | None
