@@ -9,12 +9,16 @@ an instance role), never from a zfarm setting.
 
 from __future__ import annotations
 
+import logging
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO, cast
 
 import boto3
 from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import BotoCoreError, ClientError, ConnectionClosedError, ReadTimeoutError
+from botocore.exceptions import ConnectionError as StoreConnectionError
 
 from core.storage import StorageError, StorageUnavailable, check_key, parse_s3_url
 
@@ -25,6 +29,9 @@ CONTENT_TYPES = {
     "safetensors": "application/octet-stream",
 }
 MISSING_CODES = {"404", "NoSuchKey", "NotFound"}
+# The store did not answer at all (down, restarting, the network away), as opposed to an answer that refuses.
+UNREACHABLE = (StoreConnectionError, ConnectionClosedError, ReadTimeoutError)
+log = logging.getLogger(__name__)
 
 
 def _reason(exc: Exception) -> str:
@@ -42,8 +49,14 @@ def _missing(exc: Exception) -> bool:
 class S3Storage:
     """Objects under `prefix` in one bucket; keys are core/storage.py's server-built keys."""
 
-    def __init__(self, url: str, endpoint_url: str | None = None, timeout_seconds: float = 10.0) -> None:
+    def __init__(
+        self, url: str, endpoint_url: str | None = None, timeout_seconds: float = 10.0, outage_seconds: float = 0.0
+    ) -> None:
         self.bucket, self.prefix = parse_s3_url(url)
+        # How long a write waits out a store that does not answer (past boto3's own 3 tries) before it fails. A
+        # worker waits (a rendered image is GPU time: a store restarting must not fail the job); the API does not
+        # (its client is waiting and can send again).
+        self.outage_seconds = outage_seconds
         self.url_text = url + (f" at {endpoint_url}" if endpoint_url else "")
         config = Config(
             connect_timeout=timeout_seconds,
@@ -65,27 +78,40 @@ class S3Storage:
     def _key(self, key: str) -> str:
         return self.prefix + check_key(key)
 
-    def _fail(self, what: str, key: str, exc: Exception) -> StorageError:
-        return StorageError(f"{what} s3://{self.bucket}/{self._key(key)} failed: {_reason(exc)}")
+    def _fail(self, what: str, key: str, exc: Exception, why: str = "") -> StorageError:
+        reason = f"{why}: {_reason(exc)}" if why else _reason(exc)
+        return StorageError(f"{what} s3://{self.bucket}/{self._key(key)} failed: {reason}")
 
     def put(self, key: str, data: bytes) -> None:
         ext = key.rsplit(".", 1)[-1]
-        try:
-            self.client.put_object(
-                Bucket=self.bucket,
-                Key=self._key(key),
-                Body=data,
-                ContentType=CONTENT_TYPES.get(ext, "application/octet-stream"),
-            )
-        except (ClientError, BotoCoreError) as exc:
-            raise self._fail("writing", key, exc) from exc
+        content_type = CONTENT_TYPES.get(ext, "application/octet-stream")
+        self._write(
+            key,
+            lambda: self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data, ContentType=content_type),
+        )
 
     def put_file(self, key: str, source: Path) -> None:
         # In parts for a large file (an adapter may be 512 MiB): never the whole file in memory.
-        try:
-            self.client.upload_file(str(source), self.bucket, self._key(key))
-        except (ClientError, BotoCoreError) as exc:
-            raise self._fail("writing", key, exc) from exc
+        self._write(key, lambda: self.client.upload_file(str(source), self.bucket, self._key(key)))
+
+    def _write(self, key: str, call: Callable[[], object]) -> None:
+        """One write; while the store does not answer, tried again with backoff for up to `outage_seconds`."""
+        deadline = time.monotonic() + self.outage_seconds
+        pause = 1.0
+        while True:
+            try:
+                call()
+                return
+            except UNREACHABLE as exc:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    waited = f" (waited {self.outage_seconds:.0f} s for it)" if self.outage_seconds else ""
+                    raise self._fail("writing", key, exc, f"the store does not answer{waited}") from exc
+                log.warning("store %s does not answer; writing %s again in %.0f s", self.url_text, key, pause)
+                time.sleep(min(pause, left))
+                pause = min(pause * 2, 15.0)
+            except (ClientError, BotoCoreError) as exc:
+                raise self._fail("writing", key, exc) from exc
 
     def open(self, key: str) -> BinaryIO:
         """The object's streaming body: read it in chunks (read_chunks), never whole."""

@@ -35,6 +35,9 @@ class FarmSettings(BaseSettings):
     storage_url: str | None = None
     s3_endpoint_url: str | None = None  # any S3-compatible service (MinIO, R2, Ceph); unset: AWS S3
     storage_timeout_seconds: float = Field(10.0, gt=0, le=300)  # connecting to the store
+    # A worker's writes wait this long for a store that does not answer (restarting, network away) before the job
+    # fails: a rendered image is GPU time, and a store back within it loses nothing.
+    storage_outage_seconds: float = Field(120.0, ge=0, le=3600)
     # Records, webhooks and manifests link to the bucket itself (signed, expiring links) and the image routes
     # redirect there (307): bytes no longer pass through the API. S3 signatures last at most 7 days.
     presigned_urls: bool = False

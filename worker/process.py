@@ -36,7 +36,7 @@ def start_worker_process(settings: FarmSettings, name: str) -> JobContext:
     sessions = make_session_factory(make_engine(settings.resolved_database_url))
     # Unchecked here: `zfarm worker` checked the store before forking, and a store that stops answering later
     # fails the jobs that need it, with the reason.
-    storage = open_storage(settings, check=False)
+    storage = open_storage(settings, check=False, outage_seconds=settings.storage_outage_seconds)
     runtime = Runtime(
         model=settings.model,
         revision=settings.model_revision,
