@@ -117,6 +117,9 @@ class FarmSettings(BaseSettings):
     # Catalog campaigns (batches).
     presets: dict[str, Preset] = Field(default_factory=dict)  # JSON; added to the shipped ones, same name wins
     max_batch_rows: int = Field(50_000, ge=1, le=1_000_000)
+    # Columns of a catalog, checked on the header before any row is read: a row costs memory per cell, and a
+    # 10,000-column file costs ~20x its size once read. Marketplace flat files have a few hundred at most.
+    max_catalog_columns: int = Field(500, ge=8, le=10_000)
     # Bulk job ids kept in Redis at once (the rest wait in SQL and are fed in by turns between batches).
     # Unset: two per live worker, at least 2. Smaller means finer fairness, larger means less idle risk.
     bulk_queue_depth: int | None = Field(None, ge=1, le=10_000)

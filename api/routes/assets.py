@@ -13,10 +13,11 @@ from api.auth import PrincipalDep
 from api.deps import SessionDep, SettingsDep, StorageDep
 from api.image_schemas import AssetOut
 from api.prompt_checks import refuse
+from api.strict_route import StrictRoute
 from core.imaging.ingest import ImageRefused, ingest
 from models import Asset
 
-router = APIRouter(prefix="/v1/assets", tags=["assets"])
+router = APIRouter(prefix="/v1/assets", tags=["assets"], route_class=StrictRoute)
 
 
 @router.post(

@@ -22,10 +22,11 @@ from api.auth import PrincipalDep
 from api.deps import SessionDep
 from api.routes.batches import _get_batch
 from api.routes.jobs import _get_job, job_out
+from api.strict_route import StrictRoute
 from models import Job, JobStatus
 from models.statuses import FINAL_STATUSES
 
-router = APIRouter(tags=["events"])
+router = APIRouter(tags=["events"], route_class=StrictRoute)
 POLL_SECONDS = 0.5
 KEEPALIVE_SECONDS = 10.0
 SSE_RESPONSES: dict[int | str, dict[str, Any]] = {200: {"content": {"text/event-stream": {}}}}

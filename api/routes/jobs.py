@@ -26,6 +26,7 @@ from api.schemas import (
     JobList,
     JobOut,
 )
+from api.strict_route import StrictRoute
 from api.waiting import waiting_for
 from control.webhook_sweep import send_now
 from models import Image, Job, JobStatus, Lane, WebhookDelivery, lifecycle
@@ -36,7 +37,7 @@ from models.loras import signature
 from models.records import job_record
 from models.statuses import FINAL_STATUSES
 
-router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"], route_class=StrictRoute)
 MEDIA_TYPES = {"png": "image/png", "webp": "image/webp", "jpeg": "image/jpeg"}
 
 

@@ -4,9 +4,10 @@ from fastapi import APIRouter
 
 from api.batch_schemas import PresetList, PresetOut
 from api.deps import SettingsDep
+from api.strict_route import StrictRoute
 from core.presets import SHIPPED
 
-router = APIRouter(prefix="/v1/presets", tags=["batches"])
+router = APIRouter(prefix="/v1/presets", tags=["batches"], route_class=StrictRoute)
 
 
 @router.get("", response_model=PresetList)

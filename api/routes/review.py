@@ -14,12 +14,13 @@ from api.deps import SessionDep, SettingsDep
 from api.job_identity import content_hash
 from api.routes.batches import _get_batch
 from api.schemas import ImageOut
+from api.strict_route import StrictRoute
 from models import Job, JobStatus
 from models.deliveries import reopen_batch_delivery
 from models.records import image_records, is_test_model, parameters
 from models.reviews import Review, ReviewRefused, current_job, reroll, review
 
-router = APIRouter(prefix="/v1/batches", tags=["review"])
+router = APIRouter(prefix="/v1/batches", tags=["review"], route_class=StrictRoute)
 Approval = Literal["approved", "rejected", "pending"]
 
 
