@@ -31,6 +31,7 @@ from api.routes import (
     web,
     workers,
 )
+from api.security_headers import NoSniff
 from broker_config.celery_app import app as default_celery
 from control.dispatcher import Dispatcher, DispatcherThread
 from control.enqueue import Enqueuer
@@ -114,6 +115,7 @@ def create_app(
         # A LoRA file plus its form fields.
         large_paths={"/v1/loras": settings.max_lora_bytes + 64 * 1024},
     )
+    app.add_middleware(NoSniff)  # outermost: on every answer, the body limit's 413 included
     app.add_exception_handler(RequestValidationError, validation_handler)
     openapi.install(app)
     app.include_router(health.router)

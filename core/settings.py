@@ -148,6 +148,13 @@ class FarmSettings(BaseSettings):
                 raise ValueError(f"preset name must match {PRESET_NAME} (got {name!r})")
         return value
 
+    @field_validator("public_url")
+    @classmethod
+    def _public_url(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"https?://[^/?#\s]+(/[^?#\s]*)?", value):
+            raise ValueError(f"public_url must be an http(s) URL like https://farm.example.com (got {value!r})")
+        return value
+
     @field_validator("database_url")
     @classmethod
     def _url_scheme(cls, value: str | None) -> str | None:

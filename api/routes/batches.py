@@ -34,6 +34,7 @@ from api.deps import SessionDep, StorageDep
 from api.errors import refuse_invalid
 from api.gc_pause import collection_paused
 from api.manifest import ImageUrl, csv_chunks
+from api.public_urls import base_url, url_for
 from api.refusals import Problem, Refusal, refuse
 from api.schemas import WebhookOut
 from api.strict_json import JsonProblem
@@ -136,7 +137,7 @@ async def _create_batch(
             await run_in_threadpool(send_now, request.app.state.sessions, request.app.state.celery, batch_id=batch.id)
     else:
         response.headers["Idempotent-Replayed"] = "true"
-    response.headers["Location"] = str(request.url_for("get_batch", batch_id=batch.id))
+    response.headers["Location"] = url_for(request, "get_batch", batch_id=batch.id)
     return _created(batch, request)
 
 
@@ -243,9 +244,9 @@ def _created(batch: Batch, request: Request) -> BatchCreated:
 
 def _urls(batch: Batch, request: Request) -> dict[str, str]:
     return {
-        "url": str(request.url_for("get_batch", batch_id=batch.id)),
-        "manifest_url": str(request.url_for("get_batch_manifest", batch_id=batch.id)),
-        "archive_url": str(request.url_for("get_batch_archive", batch_id=batch.id)),
+        "url": url_for(request, "get_batch", batch_id=batch.id),
+        "manifest_url": url_for(request, "get_batch_manifest", batch_id=batch.id),
+        "archive_url": url_for(request, "get_batch_archive", batch_id=batch.id),
     }
 
 
@@ -356,7 +357,7 @@ def get_batch_archive(
 
 
 def _image_url(request: Request) -> ImageUrl:
-    base = str(request.base_url).rstrip("/")
+    base = base_url(request).rstrip("/")
 
     def url(job_id: str, index: int, rendition: str = "") -> str:
         return base + image_path(job_id, index, rendition)
