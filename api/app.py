@@ -114,6 +114,7 @@ def create_app(
         upload_paths=("/v1/batches",),
         # A LoRA file plus its form fields.
         large_paths={"/v1/loras": settings.max_lora_bytes + 64 * 1024},
+        body_timeout=settings.request_body_timeout_seconds,
     )
     app.add_middleware(NoSniff)  # outermost: on every answer, the body limit's 413 included
     app.add_exception_handler(RequestValidationError, validation_handler)

@@ -96,6 +96,12 @@ class FarmSettings(BaseSettings):
     max_queued_jobs_per_tenant: int = Field(10_000, ge=1)
     submits_per_minute_per_tenant: int = Field(600, ge=1)
     max_json_bytes: int = Field(256 * 1024, ge=1024)
+    # Slow clients (api/serving.py, api/body_limit.py): a request head must arrive within this many seconds of
+    # the connection opening (or of the previous answer), a body within its own deadline (408 past either);
+    # an idle kept-alive connection is closed after the third.
+    request_head_timeout_seconds: float = Field(10.0, gt=0, le=600)
+    request_body_timeout_seconds: float = Field(120.0, gt=0, le=3600)
+    keep_alive_timeout_seconds: int = Field(5, ge=1, le=600)
 
     # Webhooks: signed with HMAC-SHA256 under this secret; retried with exponential backoff.
     webhook_secret: str | None = Field(None, min_length=16)

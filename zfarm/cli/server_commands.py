@@ -43,9 +43,8 @@ def up() -> None:
 @click.command()
 def api() -> None:
     """Run the HTTP API (uvicorn)."""
-    import uvicorn
-
     from api.app import create_app
+    from api.serving import serve
 
     s = get_settings()
     if not s.auth and not s.api_is_loopback:
@@ -56,7 +55,7 @@ def api() -> None:
         f"zfarm api on http://{s.api_host}:{s.api_port} (database {s.resolved_database_url.split('@')[-1]}, "
         f"{'API keys required' if s.auth else 'OPEN: no API keys'})"
     )
-    uvicorn.run(create_app(s), host=s.api_host, port=s.api_port, log_level="info")
+    serve(create_app(s), s)  # uvicorn with deadlines for slow clients
 
 
 @click.command()
