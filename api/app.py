@@ -14,6 +14,7 @@ from prometheus_client import CollectorRegistry
 from api import openapi
 from api.body_limit import BodyLimit
 from api.errors import validation_handler
+from api.event_polls import EventPolls
 from api.metrics import FarmCollector
 from api.quotas import Quotas
 from api.routes import (
@@ -106,6 +107,7 @@ def create_app(
     app.state.dispatcher = dispatcher
     app.state.wake_dispatcher = dispatch_thread.wake
     app.state.quotas = Quotas(redis_url, settings)
+    app.state.event_polls = EventPolls(events.POLL_SECONDS, settings.max_event_streams_per_tenant)
     app.add_middleware(
         BodyLimit,
         max_json_bytes=settings.max_json_bytes,

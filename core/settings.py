@@ -102,6 +102,8 @@ class FarmSettings(BaseSettings):
     request_head_timeout_seconds: float = Field(10.0, gt=0, le=600)
     request_body_timeout_seconds: float = Field(120.0, gt=0, le=3600)
     keep_alive_timeout_seconds: int = Field(5, ge=1, le=600)
+    # Server-sent event streams one tenant may hold open on one API process (429 with Retry-After past it).
+    max_event_streams_per_tenant: int = Field(20, ge=1, le=10_000)
 
     # Webhooks: signed with HMAC-SHA256 under this secret; retried with exponential backoff.
     webhook_secret: str | None = Field(None, min_length=16)

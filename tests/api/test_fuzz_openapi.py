@@ -6,6 +6,7 @@ import copy
 import json
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 import redis
@@ -128,7 +129,8 @@ def test_hostile_input_is_refused_with_4xx_never_5xx(fuzz_app: FastAPI, api_sche
             if kind == "nul-in-path":
                 assume(bool(case.path_parameters))
                 name = sorted(case.path_parameters)[pick % len(case.path_parameters)]
-                path = case.path.format(**{**case.path_parameters, name: f"{case.path_parameters[name]}\x00"})
+                values = {**case.path_parameters, name: f"{case.path_parameters[name]}\x00"}
+                path = case.path.format(**{k: quote(str(v), safe="") for k, v in values.items()})
                 text = json.dumps(case.body) if isinstance(case.body, dict) else None
             else:
                 assume(case.media_type == "application/json" and isinstance(case.body, dict) and case.body)
