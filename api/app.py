@@ -14,6 +14,7 @@ from prometheus_client import CollectorRegistry
 from api import openapi
 from api.body_limit import BodyLimit
 from api.errors import validation_handler
+from api.event_polls import EventPolls
 from api.metrics import FarmCollector, LeaderCollector
 from api.quotas import Quotas
 from api.routes import (
@@ -31,6 +32,7 @@ from api.routes import (
     web,
     workers,
 )
+from api.security_headers import NoSniff
 from broker_config.celery_app import app as default_celery
 from control.dispatcher import Dispatcher, DispatcherThread
 from control.enqueue import Enqueuer
@@ -118,6 +120,7 @@ def create_app(
     app.state.wake_dispatcher = dispatch_thread.wake
     app.state.leader = lease
     app.state.quotas = Quotas(redis_url, settings)
+    app.state.event_polls = EventPolls(events.POLL_SECONDS, settings.max_event_streams_per_tenant)
     app.add_middleware(
         BodyLimit,
         max_json_bytes=settings.max_json_bytes,
@@ -126,7 +129,9 @@ def create_app(
         upload_paths=("/v1/batches",),
         # A LoRA file plus its form fields.
         large_paths={"/v1/loras": settings.max_lora_bytes + 64 * 1024},
+        body_timeout=settings.request_body_timeout_seconds,
     )
+    app.add_middleware(NoSniff)  # outermost: on every answer, the body limit's 413 included
     app.add_exception_handler(RequestValidationError, validation_handler)
     openapi.install(app)
     app.include_router(health.router)

@@ -10,6 +10,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from api.image_schemas import AssetOut
+from api.public_urls import base_url
 from core.imaging.ingest import IngestedImage
 from core.storage import Storage, asset_key
 from models import Asset
@@ -93,5 +94,5 @@ def asset_out(asset: Asset, request: Request) -> AssetOut:
         filename=asset.filename,
         bytes=asset.bytes,
         created_at=asset.created_at,
-        url=asset_url(asset, str(request.base_url)),
+        url=asset_url(asset, base_url(request)),
     )

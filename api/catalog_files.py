@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import csv
-import io
-import json
-from collections.abc import Iterable, Mapping
+import re
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from api import strict_json
 from api.refusals import Problems, refuse
 
 Value = str | int | float | bool | None
@@ -44,6 +44,12 @@ def detect_format(filename: str | None, declared: str | None) -> str:
 
 
 def decode_utf8(data: bytes) -> str:
+    if (nul := data.find(b"\x00")) >= 0:  # valid UTF-8, but no database stores it in text (PostgreSQL refuses it)
+        raise refuse(
+            f"the file contains a NUL character (byte 0x00) at offset {nul}: no cell may hold one",
+            field="file",
+            line=data[:nul].count(b"\n") + 1,
+        )
     try:
         return data.decode("utf-8-sig")  # a spreadsheet's byte-order mark is not part of the first column's name
     except UnicodeDecodeError as exc:
@@ -60,14 +66,30 @@ def _too_many(max_rows: int) -> Exception:
     return refuse(f"the catalog has more than {max_rows} rows (the farm's ZFARM_MAX_BATCH_ROWS)", status_code=413)
 
 
-def read_csv(text: str, max_rows: int) -> Catalog:
-    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+def _too_wide(count: int, max_columns: int, **where: Any) -> Exception:
+    return refuse(
+        f"the catalog has {count} columns, more than {max_columns} (the farm's ZFARM_MAX_CATALOG_COLUMNS)",
+        status_code=413,
+        **where,
+    )
+
+
+def _no_rows(catalog: Catalog) -> Catalog:
+    if not catalog.rows:
+        raise refuse("the catalog has no rows: send at least one item after the header", field="file")
+    return catalog
+
+
+def read_csv(text: str, max_rows: int, max_columns: int) -> Catalog:
+    reader = csv.reader(_lines(text), strict=True)
     try:
         header = next(reader, None)
     except csv.Error as exc:
         raise refuse(f"the header is not valid CSV: {exc}", line=1, field="file") from exc
     if not header or not any(h.strip() for h in header):
         raise refuse("the file has no header row (the first line names the columns)", line=1, field="file")
+    if len(header) > max_columns:  # refused on the header: a wide file costs many times its size once read
+        raise _too_wide(len(header), max_columns, line=1, field="file")
     columns = [h.strip() for h in header]
     _check_header(columns)
     catalog = Catalog(source="csv", columns=columns)
@@ -89,7 +111,16 @@ def read_csv(text: str, max_rows: int) -> Catalog:
     except csv.Error as exc:
         raise refuse(f"not valid CSV: {exc}", line=reader.line_num, field="file") from exc
     problems.raise_if_any()
-    return catalog
+    return _no_rows(catalog)
+
+
+# The lines of a text as open(newline="") gives them (\r\n, \r or \n kept), one at a time: io.StringIO would hold
+# a second copy of the whole file at four bytes a character before the header is even read.
+_LINE = re.compile(r"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+")
+
+
+def _lines(text: str) -> Iterator[str]:
+    return (match.group() for match in _LINE.finditer(text))
 
 
 def _check_header(columns: list[str]) -> None:
@@ -104,7 +135,7 @@ def _check_header(columns: list[str]) -> None:
     problems.raise_if_any()
 
 
-def read_jsonl(text: str, max_rows: int) -> Catalog:
+def read_jsonl(text: str, max_rows: int, max_columns: int) -> Catalog:
     catalog = Catalog(source="jsonl")
     problems = Problems()
     columns: dict[str, None] = {}
@@ -115,22 +146,29 @@ def read_jsonl(text: str, max_rows: int) -> Catalog:
         if number > max_rows:
             raise _too_many(max_rows)
         try:
-            obj = json.loads(line)
+            obj = strict_json.loads(line)
+        except strict_json.JsonProblem as exc:  # NUL, lone surrogate, NaN, repeated key, nested too deep
+            column = None if exc.where == "body" else exc.where
+            problems.add(exc.rule, row=number, line=line_no, column=column, value=exc.value)
+            catalog.rows.append(CatalogRow(number, line_no, {}))
+            continue
         except ValueError as exc:
             problems.add(f"not valid JSON: {exc}", row=number, line=line_no)
             catalog.rows.append(CatalogRow(number, line_no, {}))
             continue
         values = _row_values(obj, number, line_no, problems)
         columns.update(dict.fromkeys(values))
+        if len(columns) > max_columns:
+            raise _too_wide(len(columns), max_columns, row=number, line=line_no)
         catalog.rows.append(CatalogRow(number, line_no, values))
         if problems.full:
             break
     problems.raise_if_any()
     catalog.columns = list(columns)
-    return catalog
+    return _no_rows(catalog)
 
 
-def read_json_rows(rows: Iterable[Any], max_rows: int) -> Catalog:
+def read_json_rows(rows: Iterable[Any], max_rows: int, max_columns: int) -> Catalog:
     catalog = Catalog(source="json")
     problems = Problems()
     columns: dict[str, None] = {}
@@ -139,10 +177,12 @@ def read_json_rows(rows: Iterable[Any], max_rows: int) -> Catalog:
             raise _too_many(max_rows)
         values = _row_values(obj, number, None, problems)
         columns.update(dict.fromkeys(values))
+        if len(columns) > max_columns:
+            raise _too_wide(len(columns), max_columns, row=number)
         catalog.rows.append(CatalogRow(number, None, values))
     problems.raise_if_any()
     catalog.columns = list(columns)
-    return catalog
+    return _no_rows(catalog)
 
 
 def _row_values(obj: Any, number: int, line: int | None, problems: Problems) -> dict[str, Value]:

@@ -12,6 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ValidationError
 
+from api.strict_json import printable
 from api.suggest import did_you_mean, fields_at
 
 _RULES = {"extra_forbidden": "unknown field: not part of this request's schema"}
@@ -28,6 +29,7 @@ def describe(error: Mapping[str, Any], model: type[BaseModel] | None = None) -> 
     value = error.get("input")
     if isinstance(value, float) and not math.isfinite(value):
         value = str(value)  # JSON has no NaN or Infinity; the text still shows what was sent
+    value = printable(value)  # a lone surrogate cannot be written as UTF-8: echo it escaped
     return {
         "field": field,
         "value": value,

@@ -7,6 +7,8 @@ from typing import Any
 
 from fastapi import HTTPException
 
+from api.strict_json import printable
+
 MAX_PROBLEMS = 50  # enough to fix a file in one go; a 10,000-row refusal stays readable
 
 
@@ -32,18 +34,21 @@ class Problem:
         return ", ".join(parts) or "catalog"
 
     def as_dict(self) -> dict[str, Any]:
-        value = (
+        value = printable(
             self.value if self.value is None or isinstance(self.value, int | float | str | list) else str(self.value)
         )
         got = f" (got {value!r})" if self.value is not None else ""
         return {
-            "field": self.field or self.column or "catalog",
-            "row": self.row,
-            "line": self.line,
-            "column": self.column,
-            "value": value,
-            "rule": self.rule,
-            "message": f"{self.where()}: {self.rule}{got}",
+            name: printable(item)
+            for name, item in {
+                "field": self.field or self.column or "catalog",
+                "row": self.row,
+                "line": self.line,
+                "column": self.column,
+                "value": value,
+                "rule": self.rule,
+                "message": f"{self.where()}: {self.rule}{got}",
+            }.items()
         }
 
 

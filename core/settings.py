@@ -120,6 +120,14 @@ class FarmSettings(BaseSettings):
     max_queued_jobs_per_tenant: int = Field(10_000, ge=1)
     submits_per_minute_per_tenant: int = Field(600, ge=1)
     max_json_bytes: int = Field(256 * 1024, ge=1024)
+    # Slow clients (api/serving.py, api/body_limit.py): a request head must arrive within this many seconds of
+    # the connection opening (or of the previous answer), a body within its own deadline (408 past either);
+    # an idle kept-alive connection is closed after the third.
+    request_head_timeout_seconds: float = Field(10.0, gt=0, le=600)
+    request_body_timeout_seconds: float = Field(120.0, gt=0, le=3600)
+    keep_alive_timeout_seconds: int = Field(5, ge=1, le=600)
+    # Server-sent event streams one tenant may hold open on one API process (429 with Retry-After past it).
+    max_event_streams_per_tenant: int = Field(20, ge=1, le=10_000)
 
     # Webhooks: signed with HMAC-SHA256 under this secret; retried with exponential backoff.
     webhook_secret: str | None = Field(None, min_length=16)
@@ -141,6 +149,9 @@ class FarmSettings(BaseSettings):
     # Catalog campaigns (batches).
     presets: dict[str, Preset] = Field(default_factory=dict)  # JSON; added to the shipped ones, same name wins
     max_batch_rows: int = Field(50_000, ge=1, le=1_000_000)
+    # Columns of a catalog, checked on the header before any row is read: a row costs memory per cell, and a
+    # 10,000-column file costs ~20x its size once read. Marketplace flat files have a few hundred at most.
+    max_catalog_columns: int = Field(500, ge=8, le=10_000)
     # Bulk job ids kept in Redis at once (the rest wait in SQL and are fed in by turns between batches).
     # Unset: two per live worker, at least 2. Smaller means finer fairness, larger means less idle risk.
     bulk_queue_depth: int | None = Field(None, ge=1, le=10_000)
@@ -168,6 +179,13 @@ class FarmSettings(BaseSettings):
         for name in value:
             if not re.fullmatch(PRESET_NAME, name):
                 raise ValueError(f"preset name must match {PRESET_NAME} (got {name!r})")
+        return value
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_url(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"https?://[^/?#\s]+(/[^?#\s]*)?", value):
+            raise ValueError(f"public_url must be an http(s) URL like https://farm.example.com (got {value!r})")
         return value
 
     @field_validator("database_url")

@@ -12,11 +12,13 @@ from api.auth import PrincipalDep
 from api.deps import SessionDep, SettingsDep, StorageDep
 from api.image_schemas import AssetOut
 from api.prompt_checks import refuse
+from api.public_urls import url_for
 from api.stored_files import stored_response
+from api.strict_route import StrictRoute
 from core.imaging.ingest import ImageRefused, ingest
 from models import Asset
 
-router = APIRouter(prefix="/v1/assets", tags=["assets"])
+router = APIRouter(prefix="/v1/assets", tags=["assets"], route_class=StrictRoute)
 
 
 @router.post(
@@ -51,7 +53,7 @@ def upload_asset(
             raise
         asset, created = found, False
     response.status_code = 201 if created else 200
-    response.headers["Location"] = str(request.url_for("get_asset", asset_id=asset.id))
+    response.headers["Location"] = url_for(request, "get_asset", asset_id=asset.id)
     return asset_out(asset, request)
 
 

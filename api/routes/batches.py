@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from contextlib import nullcontext
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, HTTPException, Query, Request, Response, status
@@ -13,6 +14,7 @@ from pydantic import ValidationError
 from sqlalchemy import select
 from starlette.datastructures import UploadFile
 
+from api import strict_json
 from api.archive import archive_chunks
 from api.auth import Principal, PrincipalDep
 from api.batch_intake import Intake, accept_batch, preview_batch, request_fingerprint, scoped_key
@@ -30,9 +32,13 @@ from api.batch_schemas import (
 from api.catalog_files import decode_utf8, detect_format, read_csv, read_json_rows, read_jsonl
 from api.deps import SessionDep, StorageDep
 from api.errors import refuse_invalid
+from api.gc_pause import collection_paused
 from api.manifest import ImageUrl, csv_chunks
+from api.public_urls import base_url, url_for
 from api.refusals import Problem, Refusal, refuse
 from api.schemas import WebhookOut
+from api.strict_json import JsonProblem
+from api.strict_route import StrictRoute
 from api.suggest import did_you_mean
 from control.webhook_sweep import send_now
 from core.settings import FarmSettings
@@ -43,7 +49,8 @@ from models.deliveries import reopen_batch_delivery
 from models.lookup import AmbiguousId, find
 from models.records import image_path
 
-router = APIRouter(prefix="/v1/batches", tags=["batches"])
+LARGE_CATALOG_BYTES = 1024 * 1024
+router = APIRouter(prefix="/v1/batches", tags=["batches"], route_class=StrictRoute)
 _FORM_FIELDS = set(BatchOptions.model_fields) | {"file", "file_format", "images"}
 # form fields that carry JSON
 _JSON_FIELDS = {"defaults": "a JSON object", "renditions": "a JSON list", "placement": "a JSON object"}
@@ -97,6 +104,14 @@ async def create_batch(
     ] = False,
 ) -> BatchCreated | JSONResponse:
     """A JSON body with `rows`, or a multipart upload with `file` (CSV or JSONL) and the same fields."""
+    # A large catalog is read with the collector paused (api/gc_pause.py): its full collections stall the loop.
+    with collection_paused() if len(await request.body()) > LARGE_CATALOG_BYTES else nullcontext():
+        return await _create_batch(request, response, principal, idempotency_key, dry_run)
+
+
+async def _create_batch(
+    request: Request, response: Response, principal: Principal, idempotency_key: str | None, dry_run: bool
+) -> BatchCreated | JSONResponse:
     settings: FarmSettings = request.app.state.settings
     ctype = request.headers.get("content-type", "")
     images: bytes | None = None
@@ -104,7 +119,8 @@ async def create_batch(
     if ctype.startswith("multipart/form-data"):
         options, payload, source, images = await _upload(request)
     elif ctype.startswith("application/json"):
-        options, payload, source = _json_body(await request.body())
+        # Parsed and validated in worker threads: a 36 MB catalog must not stall the event loop.
+        options, payload, source = await run_in_threadpool(_json_body, await _json_document(request))
     else:
         raise HTTPException(415, detail=f"send application/json or multipart/form-data (got {ctype or 'none'!r})")
     if dry_run:  # the same checks as a real submission (every refusal, 422), then a preview instead of a batch
@@ -121,7 +137,7 @@ async def create_batch(
             await run_in_threadpool(send_now, request.app.state.sessions, request.app.state.celery, batch_id=batch.id)
     else:
         response.headers["Idempotent-Replayed"] = "true"
-    response.headers["Location"] = str(request.url_for("get_batch", batch_id=batch.id))
+    response.headers["Location"] = url_for(request, "get_batch", batch_id=batch.id)
     return _created(batch, request)
 
 
@@ -139,13 +155,10 @@ def _accept(
     try:
         if isinstance(payload, bytes):
             text = decode_utf8(payload)
-            catalog = (
-                read_csv(text, settings.max_batch_rows)
-                if source == "csv"
-                else read_jsonl(text, settings.max_batch_rows)
-            )
+            read = read_csv if source == "csv" else read_jsonl
+            catalog = read(text, settings.max_batch_rows, settings.max_catalog_columns)
         else:
-            catalog = read_json_rows(payload, settings.max_batch_rows)
+            catalog = read_json_rows(payload, settings.max_batch_rows, settings.max_catalog_columns)
         fingerprint = request_fingerprint(options, payload, images)
         intake = Intake(options, catalog, fingerprint, scoped_key(principal, idempotency_key), images)
         state = request.app.state
@@ -157,9 +170,16 @@ def _accept(
         raise exc.to_http() from exc
 
 
-def _json_body(body: bytes) -> tuple[BatchOptions, list[Any], str]:
+async def _json_document(request: Request) -> Any:
     try:
-        parsed = BatchCreate.model_validate_json(body)
+        return await request.json()  # strict (api/strict_route.py): off the loop when large
+    except json.JSONDecodeError as exc:
+        raise refuse(f"not valid JSON: {exc.msg}", field="body", line=exc.lineno).to_http() from exc
+
+
+def _json_body(document: Any) -> tuple[BatchOptions, list[Any], str]:
+    try:
+        parsed = BatchCreate.model_validate(document)
     except ValidationError as exc:
         raise refuse_invalid(exc, BatchCreate) from exc
     options = BatchOptions.model_validate(parsed.model_dump(exclude={"rows"}))
@@ -184,7 +204,11 @@ async def _upload(request: Request) -> tuple[BatchOptions, bytes, str, bytes | N
         if name not in fields:
             continue
         try:
-            fields[name] = json.loads(fields[name])
+            fields[name] = strict_json.loads(fields[name])
+        except JsonProblem as exc:
+            raise refuse(
+                exc.rule, field=f"{name}.{exc.where}".removesuffix(".body"), value=exc.value
+            ).to_http() from exc
         except ValueError as exc:
             raise refuse(f"must be {shape}: {exc}", field=name, value=fields[name]).to_http() from exc
     try:
@@ -220,9 +244,9 @@ def _created(batch: Batch, request: Request) -> BatchCreated:
 
 def _urls(batch: Batch, request: Request) -> dict[str, str]:
     return {
-        "url": str(request.url_for("get_batch", batch_id=batch.id)),
-        "manifest_url": str(request.url_for("get_batch_manifest", batch_id=batch.id)),
-        "archive_url": str(request.url_for("get_batch_archive", batch_id=batch.id)),
+        "url": url_for(request, "get_batch", batch_id=batch.id),
+        "manifest_url": url_for(request, "get_batch_manifest", batch_id=batch.id),
+        "archive_url": url_for(request, "get_batch_archive", batch_id=batch.id),
     }
 
 
@@ -333,7 +357,7 @@ def get_batch_archive(
 
 
 def _image_url(request: Request) -> ImageUrl:
-    base = str(request.base_url).rstrip("/")
+    base = base_url(request).rstrip("/")
     presign = request.app.state.presign  # ZFARM_PRESIGNED_URLS=true: links into the bucket, signed locally
 
     def url(image: Image) -> str:

@@ -1,34 +1,40 @@
 """Server-sent events: a job's or a batch's progress, pushed as it changes.
 
-Each stream reads the rows every half second (the rate at which workers write progress) and sends an
-event only when something changed, with a keep-alive comment in between; it ends after the final state.
-A fresh database session per read: a stream never holds a connection while it waits.
+The rows are read every half second (the rate at which workers write progress), once per job or batch however
+many streams follow it (api/event_polls.py); a stream sends an event only when something changed, with a
+keep-alive comment in between, and ends after the final state. A tenant holds at most
+ZFARM_MAX_EVENT_STREAMS_PER_TENANT streams at once (429 past it). A fresh database session per read: a stream
+never holds a connection while it waits.
 """
 
 from __future__ import annotations
 
-import asyncio
-import json
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.concurrency import run_in_threadpool
 from fastapi.sse import EventSourceResponse, format_sse_event
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
+from starlette.background import BackgroundTask
 
-from api.auth import PrincipalDep
+from api.auth import Principal, PrincipalDep
 from api.deps import SessionDep
+from api.event_polls import EventPolls, Read
+from api.public_urls import base_url
 from api.routes.batches import _get_batch
 from api.routes.jobs import _get_job, job_out
+from api.strict_route import StrictRoute
 from models import Job, JobStatus
 from models.statuses import FINAL_STATUSES
 
-router = APIRouter(tags=["events"])
+router = APIRouter(tags=["events"], route_class=StrictRoute)
 POLL_SECONDS = 0.5
 KEEPALIVE_SECONDS = 10.0
-SSE_RESPONSES: dict[int | str, dict[str, Any]] = {200: {"content": {"text/event-stream": {}}}}
+SSE_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"text/event-stream": {}}},
+    429: {"description": "the tenant's event streams are at ZFARM_MAX_EVENT_STREAMS_PER_TENANT (Retry-After)"},
+}
 
 
 @router.get("/v1/jobs/{job_id}/events", responses=SSE_RESPONSES)
@@ -44,7 +50,7 @@ def job_events(job_id: str, session: SessionDep, request: Request, principal: Pr
             assert job is not None, "jobs are never deleted while streaming"
             return job_out(job, request).model_dump(mode="json"), job.status in FINAL_STATUSES
 
-    return EventSourceResponse(_stream(request, read))
+    return _respond(request, principal, ("job", job_id, base_url(request)), read)
 
 
 @router.get("/v1/batches/{batch_id}/events", responses=SSE_RESPONSES)
@@ -59,7 +65,7 @@ def batch_events(batch_id: str, session: SessionDep, request: Request, principal
             snapshot = _batch_snapshot(s, batch_id, rows)
         return snapshot, snapshot["done"] >= snapshot["total"]
 
-    return EventSourceResponse(_stream(request, read))
+    return _respond(request, principal, ("batch", batch_id), read)
 
 
 def _batch_snapshot(session: Session, batch_id: str, rows: int) -> dict[str, Any]:
@@ -83,21 +89,23 @@ def _batch_snapshot(session: Session, batch_id: str, rows: int) -> dict[str, Any
     }
 
 
-async def _stream(request: Request, read: Callable[[], tuple[dict[str, Any], bool]]) -> AsyncIterator[bytes]:
-    last: str | None = None
+async def _stream(
+    request: Request, key: tuple[str, ...], read: Read, release: Callable[[], None]
+) -> AsyncIterator[bytes]:
+    polls: EventPolls = request.app.state.event_polls
     seq = 0
-    quiet = 0.0
-    while not await request.is_disconnected():
-        data, final = await run_in_threadpool(read)
-        text = json.dumps(data, separators=(",", ":"))
-        if text != last or final:
+    try:
+        async for snapshot in polls.follow(key, read, KEEPALIVE_SECONDS):
+            if snapshot is None:
+                yield b": keep-alive\n\n"
+                continue
             seq += 1
-            yield format_sse_event(data_str=text, event="final" if final else "progress", id=str(seq))
-            last, quiet = text, 0.0
-        elif quiet >= KEEPALIVE_SECONDS:
-            yield b": keep-alive\n\n"
-            quiet = 0.0
-        if final:
-            return
-        await asyncio.sleep(POLL_SECONDS)
-        quiet += POLL_SECONDS
+            yield format_sse_event(data_str=snapshot.text, event="final" if snapshot.final else "progress", id=str(seq))
+    finally:
+        release()
+
+
+def _respond(request: Request, principal: Principal, key: tuple[str, ...], read: Read) -> EventSourceResponse:
+    release = request.app.state.event_polls.admit(principal.tenant)  # 429 past the tenant's cap
+    # Released when the stream ends, and by the background task too, should the stream never start.
+    return EventSourceResponse(_stream(request, key, read, release), background=BackgroundTask(release))

@@ -5,9 +5,10 @@ from sqlalchemy import text
 
 from api.deps import SessionDep
 from api.schemas import Health
+from api.strict_route import StrictRoute
 from core.storage import StorageError
 
-router = APIRouter(tags=["health"])
+router = APIRouter(tags=["health"], route_class=StrictRoute)
 
 
 @router.get("/healthz", response_model=Health)

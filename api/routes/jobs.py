@@ -17,6 +17,7 @@ from api.job_identity import content_hash
 from api.job_presets import resolve
 from api.lora_refs import LoraProblem, job_loras, same_loras
 from api.prompt_checks import check_job, refuse
+from api.public_urls import base_url, url_for
 from api.refusals import Refusal
 from api.schemas import (
     MAX_SEED,
@@ -26,6 +27,7 @@ from api.schemas import (
     JobOut,
 )
 from api.stored_files import stored_response
+from api.strict_route import StrictRoute
 from api.waiting import waiting_for
 from control.webhook_sweep import send_now
 from models import Image, Job, JobStatus, Lane, WebhookDelivery, lifecycle
@@ -36,12 +38,12 @@ from models.loras import signature
 from models.records import job_record
 from models.statuses import FINAL_STATUSES
 
-router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"], route_class=StrictRoute)
 MEDIA_TYPES = {"png": "image/png", "webp": "image/webp", "jpeg": "image/jpeg"}
 
 
 def job_out(job: Job, request: Request) -> JobOut:
-    record = job_record(job, str(request.base_url), request.app.state.presign)
+    record = job_record(job, base_url(request), request.app.state.presign)
     return JobOut.model_validate({**record, "waiting_for": waiting_for(job, request)})
 
 
@@ -75,7 +77,7 @@ def create_job(
     # Compared as resolved (preset folded in, helpers applied): that is what the stored job holds.
     if key is not None and (earlier := _replayed_job(session, key, body)) is not None:
         response.headers["Idempotent-Replayed"] = "true"
-        response.headers["Location"] = str(request.url_for("get_job", job_id=earlier.id))
+        response.headers["Location"] = url_for(request, "get_job", job_id=earlier.id)
         return job_out(earlier, request)
     resolved = resolve_job(body, session, principal.tenant, settings.max_pixels)
     # img2img and inpaint render at their image's size: the checks see the size the job will have.
@@ -148,7 +150,7 @@ def create_job(
     elif job.webhook is not None:
         send_now(request.app.state.sessions, request.app.state.celery, job.id)  # done at once by reuse
     session.refresh(job)
-    response.headers["Location"] = str(request.url_for("get_job", job_id=job.id))
+    response.headers["Location"] = url_for(request, "get_job", job_id=job.id)
     return job_out(job, request)
 
 

@@ -9,10 +9,11 @@ from api.auth import AdminDep
 from api.deps import SessionDep
 from api.keys import create_key
 from api.schemas import KeyCreate, KeyOut
+from api.strict_route import StrictRoute
 from models import ApiKey
 from models.base import utcnow
 
-router = APIRouter(prefix="/v1/keys", tags=["keys"])
+router = APIRouter(prefix="/v1/keys", tags=["keys"], route_class=StrictRoute)
 
 
 def key_out(row: ApiKey, key: str | None = None) -> KeyOut:

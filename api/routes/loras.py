@@ -13,12 +13,13 @@ from api.deps import SessionDep, SettingsDep, StorageDep
 from api.lora_files import check_adapter, save_upload
 from api.refusals import Refusal
 from api.schemas import LORA_NAME, MAX_LORA_SCALE, LoraList, LoraOut
+from api.strict_route import StrictRoute
 from core.lora_keys import MAX_RANK, table_for
 from core.storage import lora_key
 from models.base import utcnow
 from models.loras import EVERY_TENANT, Lora, other_references, owner, unfinished_users, visible
 
-router = APIRouter(prefix="/v1/loras", tags=["loras"])
+router = APIRouter(prefix="/v1/loras", tags=["loras"], route_class=StrictRoute)
 NameDep = Annotated[str, FPath(pattern=LORA_NAME)]
 
 

@@ -12,14 +12,16 @@ from sqlalchemy import func, select
 from api.auth import PrincipalDep
 from api.deps import SessionDep, SettingsDep
 from api.job_identity import content_hash
+from api.public_urls import base_url
 from api.routes.batches import _get_batch
 from api.schemas import ImageOut
+from api.strict_route import StrictRoute
 from models import Job, JobStatus
 from models.deliveries import reopen_batch_delivery
 from models.records import Presign, image_records, is_test_model, parameters
 from models.reviews import Review, ReviewRefused, current_job, reroll, review
 
-router = APIRouter(prefix="/v1/batches", tags=["review"])
+router = APIRouter(prefix="/v1/batches", tags=["review"], route_class=StrictRoute)
 Approval = Literal["approved", "rejected", "pending"]
 
 
@@ -105,7 +107,7 @@ def list_items(
     total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
     jobs = list(session.scalars(query.order_by(Job.row_number).offset(offset).limit(limit)))
     rerolls = _rerolls(session, batch.id, [j.item_key for j in jobs if j.item_key])
-    base = str(request.base_url)
+    base = base_url(request)
     presign = request.app.state.presign  # presigned mode: the board's <img> tags load from the bucket directly
     items = [_item(j, base, rerolls.get(j.item_key or "", 0), presign) for j in jobs]
     return ItemPage(total=total, offset=offset, limit=limit, items=items)
@@ -129,7 +131,7 @@ def _verdict(
     except ReviewRefused as exc:
         raise HTTPException(409, detail=str(exc)) from exc
     session.commit()
-    return _item(job, str(request.base_url), _rerolls(session, batch, [key]).get(key, 0), request.app.state.presign)
+    return _item(job, base_url(request), _rerolls(session, batch, [key]).get(key, 0), request.app.state.presign)
 
 
 @router.post("/{batch_id}/items/{key}/approve", response_model=ItemOut)
@@ -176,4 +178,4 @@ def reroll_item(
     reopen_batch_delivery(session, batch)  # the batch will end again: announce that ending too
     session.commit()
     request.app.state.wake_dispatcher()
-    return _item(fresh, str(request.base_url), _rerolls(session, batch, [key]).get(key, 0), request.app.state.presign)
+    return _item(fresh, base_url(request), _rerolls(session, batch, [key]).get(key, 0), request.app.state.presign)

@@ -10,10 +10,11 @@ from api.batch_schemas import TemplateList, TemplateOut, TemplateSave
 from api.deps import SessionDep, SettingsDep
 from api.prompt_template import compose_parts, parse_template
 from api.refusals import Refusal
+from api.strict_route import StrictRoute
 from models import PromptTemplate
 from models.base import utcnow
 
-router = APIRouter(prefix="/v1/templates", tags=["batches"])
+router = APIRouter(prefix="/v1/templates", tags=["batches"], route_class=StrictRoute)
 
 
 def template_out(row: PromptTemplate) -> TemplateOut:

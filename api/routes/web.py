@@ -8,8 +8,10 @@ from fastapi import APIRouter
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 
+from api.strict_route import StrictRoute
+
 STATIC_DIR = Path(__file__).resolve().parents[1] / "static"
-router = APIRouter(include_in_schema=False)
+router = APIRouter(include_in_schema=False, route_class=StrictRoute)
 
 
 @router.get("/")

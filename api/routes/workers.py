@@ -6,11 +6,12 @@ from sqlalchemy import select
 from api.auth import AdminDep
 from api.deps import SessionDep, SettingsDep
 from api.schemas import WorkerList, WorkerOut
+from api.strict_route import StrictRoute
 from models import Worker
 from models.loras import held_adapters
 from models.workers import shown_state
 
-router = APIRouter(prefix="/v1/workers", tags=["workers"])
+router = APIRouter(prefix="/v1/workers", tags=["workers"], route_class=StrictRoute)
 
 
 @router.get("", response_model=WorkerList)

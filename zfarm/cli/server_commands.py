@@ -44,9 +44,8 @@ def up() -> None:
 @click.command()
 def api() -> None:
     """Run the HTTP API (uvicorn)."""
-    import uvicorn
-
     from api.app import create_app
+    from api.serving import serve
     from core.storage import StorageUnavailable
 
     s = get_settings()
@@ -66,7 +65,7 @@ def api() -> None:
     except StorageUnavailable as exc:
         raise click.ClickException(f"zfarm api cannot start: {exc}") from exc
     click.echo(f"zfarm api: storage {app.state.storage.url_text}")
-    uvicorn.run(app, host=s.api_host, port=s.api_port, log_level="info")
+    serve(app, s)  # uvicorn with deadlines for slow clients
 
 
 @click.command()

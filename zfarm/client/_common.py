@@ -60,6 +60,8 @@ def check(response: httpx.Response) -> httpx.Response:
 
 
 def raise_for_stream(response: httpx.Response) -> None:
+    if response.status_code == 429:  # the tenant's streams are at the farm's cap: poll instead
+        raise NoStream
     if response.status_code == 404:
         try:
             detail = response.json().get("detail")
