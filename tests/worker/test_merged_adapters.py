@@ -101,6 +101,7 @@ def test_the_slot_still_refuses_fused_blocks(dirs: dict[str, Any]) -> None:
         _runtime(dirs, "slot", "s2", fuse_mode="on")
 
 
+@pytest.mark.timeout(600)  # compiling (dynamo tracing) on a busy 2-core CPU
 def test_compiled_fused_blocks_switch_merged_adapters_without_a_graph_or_a_new_tensor(dirs: dict[str, Any]) -> None:
     # given: compiled (dynamo's eager backend: the same tracing and guards) and fused, as ZFARM_FUSE=auto does
     rt = _runtime(
@@ -112,14 +113,14 @@ def test_compiled_fused_blocks_switch_merged_adapters_without_a_graph_or_a_new_t
     base = _render(rt)
     weights = {name: (id(p), p.data_ptr()) for name, p in rt.pipe.transformer.named_parameters()}
     brand, other = _lora(dirs, "brand", 0.8), _lora(dirs, "other", 1.2)
-    # when: jobs switch between two adapters and back, three times, and end without adapters
-    images = [_render(rt, *loras) for _ in range(3) for loras in ([brand], [other])] + [_render(rt)]
+    # when: jobs switch between two adapters and back, twice, and end without adapters
+    images = [_render(rt, *loras) for _ in range(2) for loras in ([brand], [other])] + [_render(rt)]
     # then: no new graph, the same tensors in the same storage, one write per switch, no drift across rounds
     assert acceleration.graphs_compiled() == warmed
     assert {name: (id(p), p.data_ptr()) for name, p in rt.pipe.transformer.named_parameters()} == weights
-    assert rt.adapters.switches == 7
-    assert all(np.array_equal(images[i], images[i % 2]) for i in range(6))
-    assert np.array_equal(images[6], base)  # the base weights back, bit for bit
+    assert rt.adapters.switches == 5
+    assert all(np.array_equal(images[i], images[i % 2]) for i in range(4))
+    assert np.array_equal(images[4], base)  # the base weights back, bit for bit
     eager = _runtime(dirs, "merge", "e", fuse_mode="on")
     assert np.abs(images[0] - _render(eager, brand)).max() <= 1  # compiled and eager agree to rounding
     assert np.abs(images[0] - base).mean() > 5
