@@ -22,6 +22,7 @@ from core.webhook_targets import IPNetwork, parse_networks
 
 MemoryPolicy = Literal["auto", "full", "model-offload", "sequential-offload"]
 CompileMode = Literal["auto", "on", "off"]
+LoraMode = Literal["auto", "merge", "slot"]
 DEFAULT_MODEL = "Tongyi-MAI/Z-Image-Turbo"
 TINY_MODEL = "tiny"
 
@@ -76,7 +77,7 @@ class FarmSettings(BaseSettings):
     # rowwise scales (worker/precision.py), faster and not exact; such a worker takes only jobs that ask for fp8.
     precision: Precision = "bf16"
     # Stacked q/k/v and w1/w3 projections and real-valued RoPE in the DiT blocks (worker/fusion.py); auto = with
-    # compile. Off for LoRA adapters that target to_q/to_k/to_v or w1/w3 by name.
+    # compile. With the LoRA adapter slot (lora_mode slot) the blocks stay unfused: it wraps the modules by name.
     fuse: CompileMode = "auto"
     # Compiled kernels kept in DATA_DIR/compile-cache: a second start loads them instead of compiling again.
     compile_cache: bool = True
@@ -158,9 +159,14 @@ class FarmSettings(BaseSettings):
     # The dispatcher's timer round; it also runs a round whenever a worker takes a bulk id (control/dispatcher.py).
     dispatch_every_seconds: float = Field(0.5, gt=0, le=60)
 
-    # LoRA adapters (issue 13). Workers hold one adapter slot of this rank in the transformer (the adapters of one
-    # job, added up, must fit in it; with compiled blocks every switch is a copy into it, never a recompile);
-    # 0 turns adapters off. The last `lora_device_cache` adapters stay on the GPU, files on the worker's disk.
+    # LoRA adapters (issue 13). merge: a job's adapters are added into the transformer's weights in place, from a
+    # pristine copy kept on the device (its size: the targeted weights, ~11.5 GiB for Z-Image), and rendering costs
+    # what it costs without adapters. slot: one PEFT adapter slot of rank `lora_slot_rank` on every linear module
+    # (the adapters of one job, added up, must fit in it), no extra copy, a slower render, no fused blocks.
+    # auto: merge under the memory policy full when the card has room for the copy, the slot otherwise. Either way
+    # a switch with compiled blocks is a copy into existing tensors, never a recompile. lora_slot_rank 0 turns
+    # adapters off. The last `lora_device_cache` adapters stay on the GPU, files on the worker's disk.
+    lora_mode: LoraMode = "auto"
     max_lora_bytes: int = Field(512 * 1024 * 1024, ge=1024)
     lora_slot_rank: int = Field(64, ge=0, le=768)
     lora_device_cache: int = Field(4, ge=1, le=64)

@@ -14,6 +14,7 @@ from core.settings import FarmSettings
         ("ZFARM_DATABASE_URL", "zfarm.db", "must be a URL with a scheme"),
         ("ZFARM_DEVICE", "tpu", "'auto', 'cpu' or 'cuda'"),
         ("ZFARM_MAX_ATTEMPTS", "0", "greater than or equal to 1"),
+        ("ZFARM_LORA_MODE", "fused", "'auto', 'merge' or 'slot'"),
     ],
 )
 def test_bad_farm_settings_raise(monkeypatch: pytest.MonkeyPatch, env: str, value: str, fragment: str) -> None:

@@ -1,6 +1,11 @@
-"""LoRA adapters on a worker: files cached on local disk, the last few on the device, one slot in the pipeline.
+"""LoRA adapters on a worker: files cached on local disk, the last few on the device, applied in one of two modes.
 
-The slot is one PEFT LoRA adapter (`SLOT`) on every linear module of the transformer, of rank
+merge (the default under the memory policy `full`): a job's adapters are added into the transformer's weights in
+place, from a pristine copy of them, and a job without adapters gets the copy back (worker/merged_weights.py).
+Rendering then costs what it costs without adapters, and the DiT blocks can stay fused. The copy takes as much
+device memory as the targeted weights, so under the offload policies the slot below is used instead.
+
+slot: the slot is one PEFT LoRA adapter (`SLOT`) on every linear module of the transformer, of rank
 ZFARM_LORA_SLOT_RANK, installed before the blocks are compiled with diffusers' `enable_lora_hotswap`. A job's
 adapters (one to three) are written into it together: their ranks concatenated, each one's `scale * alpha /
 rank` folded into its B matrix, so the slot's own scaling stays 1 and `B @ A` is their sum. Writing is diffusers'
@@ -39,11 +44,12 @@ from core.storage import Storage, StorageError, lora_key
 from models import Worker
 from models.db import transaction
 from models.loras import signature
+from worker.merged_weights import MergedWeights, Weights
 
 log = logging.getLogger(__name__)
 SLOT = "zfarm_slot"
 _DTYPES = {torch.float16: "F16", torch.bfloat16: "BF16", torch.float32: "F32", torch.float64: "F64"}
-Weights = dict[str, tuple[torch.Tensor, torch.Tensor]]  # module -> (A, B with scale*alpha/rank folded in)
+MODES = ("merge", "slot")
 
 
 class AdapterUnavailable(ValueError):
@@ -134,7 +140,7 @@ def combined_state_dict(adapters: Sequence[tuple[Weights, float]]) -> dict[str, 
 
 @dataclass
 class AdapterLibrary:
-    """The adapters of one worker process: disk cache, device cache (LRU) and the pipeline's slot."""
+    """The adapters of one worker process: disk cache, device cache (LRU), and the weights or slot they go to."""
 
     files: AdapterFiles
     table: ModuleTable
@@ -144,15 +150,27 @@ class AdapterLibrary:
     pipe: Any = None
     device: str = "cpu"
     dtype: torch.dtype = torch.float32
-    slot: str | None = None  # the signature written into the slot; None: zeros
+    mode: str = "slot"  # merge or slot (the runtime picks it from ZFARM_LORA_MODE and the memory policy)
+    slot: str | None = None  # the signature written into the slot (merged into the weights); None: zeros (base)
     switches: int = 0
     last_switch_seconds: float = 0.0
     _held: OrderedDict[str, tuple[str, Weights]] = field(default_factory=OrderedDict)
     _warming: bool = False
+    _merged: MergedWeights | None = None
+    _stale: bool = False  # merge mode: a write failed half way, the weights hold neither `slot` nor the base
 
     def install(self, pipe: Any, device: str, dtype: torch.dtype) -> None:
-        """Before compiling: the slot on every linear module, zero, and off."""
+        """Before compiling. slot: the slot on every linear module, zero, and off (before fusing too). merge: the
+        pristine copy of the targeted weights, where they live (after fusing and placing the pipeline)."""
+        if self.mode not in MODES:
+            raise ValueError(f"adapter mode must be one of {', '.join(MODES)} (got {self.mode!r})")
         self.pipe, self.device, self.dtype = pipe, device, dtype
+        if self.mode == "merge":
+            self._merged = MergedWeights(pipe.transformer, self.table)
+            self.dtype = torch.float32  # cached A and B: the delta is summed in float32, rounded once into W
+            log.info("adapters merge into the weights; pristine copy %.2f GiB", self._merged.bytes / 1024**3)
+            self._report()
+            return
         zeros = {}
         for name, module in pipe.transformer.named_modules():
             if isinstance(module, torch.nn.Linear):
@@ -165,7 +183,14 @@ class AdapterLibrary:
 
     @contextlib.contextmanager
     def use(self, loras: Sequence[Mapping[str, Any]] | None) -> Iterator[None]:
-        """The job's adapters in the slot while it renders; the base model again afterwards."""
+        """slot: the job's adapters in the slot while it renders, the base model again afterwards. merge: the
+        weights hold the job's adapters (or the base, for a job without any) before it renders, and keep them."""
+        if self._merged is not None:
+            wanted = signature(loras or [])
+            if self._stale or wanted != self.slot:
+                self._write(loras or [], wanted)
+            yield  # the weights keep the adapters after the job: the next job with the same ones writes nothing
+            return
         if self._warming or not loras:
             yield
             return
@@ -180,7 +205,11 @@ class AdapterLibrary:
 
     @contextlib.contextmanager
     def warming(self) -> Iterator[None]:
-        """The slot on (whatever it holds) for warmup renders: its graphs compile now, not in a customer's job."""
+        """The slot on (whatever it holds) for warmup renders: its graphs compile now, not in a customer's job.
+        Merged weights need no second warmup (the graphs do not change), and their warmup sees the base."""
+        if self._merged is not None:
+            yield
+            return
         self._warming = True
         self.pipe.enable_lora()
         try:
@@ -192,19 +221,24 @@ class AdapterLibrary:
     def _write(self, loras: Sequence[Mapping[str, Any]], wanted: str | None) -> None:
         started = time.perf_counter()
         total = sum(int(lora.get("rank") or 0) for lora in loras)
-        if total > self.rank:
+        if self._merged is None and total > self.rank:
             raise ValueError(f"the adapters' ranks add up to {total}; this worker's slot holds {self.rank}")
         weights = [(self._weights(lora), float(lora["scale"])) for lora in loras]
-        state = combined_state_dict(weights)
-        self.slot = None  # unknown until the write completes: a failed write is never taken for a finished one
-        with torch.no_grad():
-            self.pipe.load_lora_weights(state, adapter_name=SLOT, hotswap=True)
+        if self._merged is not None:
+            self._stale = True  # until the write completes: a failed write is never taken for a finished one
+            self._merged.write(weights)
+            self._stale = False
+        else:
+            state = combined_state_dict(weights)
+            self.slot = None  # unknown until the write completes: a failed write is never taken for a finished one
+            with torch.no_grad():
+                self.pipe.load_lora_weights(state, adapter_name=SLOT, hotswap=True)
         self.slot = wanted
         self.switches += 1
         if self.device == "cuda":
             torch.cuda.synchronize()
         self.last_switch_seconds = time.perf_counter() - started
-        log.info("adapter slot now holds %s (%.3f s)", wanted, self.last_switch_seconds)
+        log.info("adapter %s now holds %s (%.3f s)", self.mode, wanted, self.last_switch_seconds)
         self._report()
 
     def _weights(self, lora: Mapping[str, Any]) -> Weights:
@@ -221,14 +255,18 @@ class AdapterLibrary:
     def state(self) -> dict[str, Any]:
         # A copy first: the heartbeat thread reads this while a render may be loading an adapter.
         held = [{"name": name, "sha256": sha} for sha, (name, _) in reversed(list(self._held.items()))]
-        return {"slot": self.slot, "held": held}
+        return {"slot": self.slot, "held": held, "mode": self.mode}
 
     def row(self) -> dict[str, object]:
         """The worker row's column (models.workers.Worker.adapters), for the heartbeat."""
         return {"adapters": self.state()}
 
     def stats(self) -> dict[str, object]:
-        return {"lora_switches": self.switches, "lora_switch_s": round(self.last_switch_seconds, 4)}
+        return {
+            "lora_mode": self.mode,
+            "lora_switches": self.switches,
+            "lora_switch_s": round(self.last_switch_seconds, 4),
+        }
 
     def _report(self) -> None:
         if self.on_change is not None:
@@ -241,7 +279,8 @@ class AdapterLibrary:
 def adapter_library(
     settings: FarmSettings, storage: Storage, on_change: Callable[[dict[str, Any]], None]
 ) -> AdapterLibrary | None:
-    """The worker's adapter library, or None when ZFARM_LORA_SLOT_RANK=0 turns adapters off."""
+    """The worker's adapter library, or None when ZFARM_LORA_SLOT_RANK=0 turns adapters off. Its mode is the
+    setting's until the runtime resolves `auto` (`choose_mode`)."""
     if settings.lora_slot_rank == 0:
         return None
     return AdapterLibrary(
@@ -250,7 +289,27 @@ def adapter_library(
         rank=settings.lora_slot_rank,
         device_cache=settings.lora_device_cache,
         on_change=on_change,
+        mode=settings.lora_mode,
     )
+
+
+def choose_mode(requested: str, policy: str, free_bytes: int | None, needed_bytes: int) -> str:
+    """merge or slot. auto: merge under the memory policy `full` when the device has room for the pristine copy
+    (`free_bytes` None: a CPU), the slot otherwise. merge under an offload policy is refused: the weights are not
+    resident on the device there, and the pristine copy would take the memory the policy is saving."""
+    if requested == "slot":
+        return "slot"
+    if requested == "merge":
+        if policy != "full":
+            raise RuntimeError(
+                f"ZFARM_LORA_MODE=merge needs the memory policy full (this worker runs {policy}): "
+                "set ZFARM_LORA_MODE=auto or slot"
+            )
+        return "merge"
+    if requested != "auto":
+        raise ValueError(f"lora_mode must be one of auto, merge, slot (got {requested!r})")
+    room = free_bytes is None or free_bytes >= needed_bytes
+    return "merge" if policy == "full" and room else "slot"
 
 
 def record_adapters(sessions: sessionmaker[Session], name: str, state: dict[str, Any]) -> None:

@@ -10,8 +10,9 @@ Three rewrites of the diffusers modules, the same function computed (float32 on 
 - The rotary table is kept real too (`RealRopeEmbedder`), so no complex tensor enters the compiled blocks.
 
 Applied to every block (the 30 main ones and the 4 refiners): the class is compiled once for all of them.
-The module names `to_q`/`to_k`/`to_v`/`w1`/`w3` are gone afterwards, so LoRA adapters that target them must be
-loaded before fusing, or fusing left off (`ZFARM_FUSE=false`).
+The module names `to_q`/`to_k`/`to_v`/`w1`/`w3` are gone afterwards: LoRA adapters merged into the weights find
+their rows in the stacked matrices (`linear_rows`); the PEFT adapter slot wraps the named modules, so with the
+slot fusing stays off (worker/adapters.py).
 """
 
 from __future__ import annotations
@@ -98,6 +99,30 @@ class FusedFeedForward(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         gate, up = self.w13(x).chunk(2, dim=-1)
         return self.w2(F.silu(gate) * up)
+
+
+# Stacked matrix -> the projections it holds, in the order their rows are stacked (`fuse_block`).
+STACKS = {"to_qkv": ("to_q", "to_k", "to_v"), "w13": ("w1", "w3")}
+
+
+def linear_rows(transformer: nn.Module, name: str) -> tuple[nn.Linear, slice]:
+    """The Linear that computes the module named `name` (a diffusers name, e.g. `layers.0.attention.to_k`) and
+    the rows of its weight that are that module's: all of them, or its block of a stacked matrix once fused."""
+    parent_name, _, leaf = name.rpartition(".")
+    parent = transformer.get_submodule(parent_name) if parent_name else transformer
+    for stacked, parts in STACKS.items():
+        if leaf in parts and not hasattr(parent, leaf) and isinstance(getattr(parent, stacked, None), nn.Linear):
+            linear = getattr(parent, stacked)
+            size, rest = divmod(linear.out_features, len(parts))
+            if rest:
+                rows = linear.out_features
+                raise ValueError(f"{parent_name}.{stacked} has {rows} rows: not {len(parts)} equal parts")
+            i = parts.index(leaf)
+            return linear, slice(i * size, (i + 1) * size)
+    module = transformer.get_submodule(name)
+    if not isinstance(module, nn.Linear):
+        raise ValueError(f"{name} is a {type(module).__name__}, not a linear layer")
+    return module, slice(0, module.out_features)
 
 
 def stacked_linear(parts: list[nn.Linear]) -> nn.Linear:

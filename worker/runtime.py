@@ -16,8 +16,10 @@ import torch
 import transformers
 
 from worker import acceleration, faults, fusion, memory, precision
+from worker.adapters import choose_mode
 from worker.image_render import ImagePipelines, render_from_image
 from worker.loading import ModelSource, load_pipeline, resolve_source
+from worker.merged_weights import pristine_bytes
 from worker.render import PromptEncoder, RenderRequest, StepCallback, render_many
 from worker.text_encoding import can_encode_unpadded, encode_prompts
 
@@ -74,7 +76,7 @@ class Runtime:
     image_pipes: ImagePipelines = field(default=None, repr=False)  # type: ignore[assignment]  # set by load()
     base_policy: str = "full"
     relief: list[str] = field(default_factory=list)
-    # LoRA adapters (worker/adapters.py): the pipeline's adapter slot, its caches; None when adapters are off.
+    # LoRA adapters (worker/adapters.py): merged into the weights or in a slot, their caches; None when off.
     adapters: Any = field(default=None, repr=False)
 
     def load(self) -> None:
@@ -89,13 +91,16 @@ class Runtime:
         compile_on = acceleration.should_compile(self.compile_mode, self.device, self.policy)
         fuse = self.fuse_mode == "on" or (self.fuse_mode == "auto" and compile_on)
         if self.adapters is not None:
-            fuse = self._adapter_slot(pipe, dtype, fuse)
+            fuse = self._adapter_mode(pipe, dtype, fuse)
         if fuse:
             fusion.fuse_transformer(pipe.transformer)  # before the weights move: no second copy on the card
             self.fused = True
         # The image pipelines share these modules, so FP8, compile and the policy below apply to them too.
         self.image_pipes = ImagePipelines.sharing(pipe)  # before the policy: see ImagePipelines.sharing
         memory.apply_policy(pipe, self.policy, self.device)
+        if self.adapters is not None and self.adapters.mode == "merge":
+            # After fusing and placing: the pristine copy is of the weights the graphs will read, on the device.
+            self.adapters.install(pipe, self.device, dtype)
         self.base_policy = self.policy
         self.pipe = pipe
         if self.precision == "fp8":
@@ -104,20 +109,29 @@ class Runtime:
             self._compile(pipe)
         self.load_seconds = time.perf_counter() - started
 
-    def _adapter_slot(self, pipe: Any, dtype: torch.dtype, fuse: bool) -> bool:
-        """The LoRA adapter slot (worker/adapters.py), before fusing and compiling; says whether to fuse still.
+    def _adapter_mode(self, pipe: Any, dtype: torch.dtype, fuse: bool) -> bool:
+        """Merged adapters or the slot (worker/adapters.py); the slot is installed here, before fusing and compiling.
+        Says whether to fuse still.
 
-        The slot wraps to_q/to_k/to_v and w1/w3, which fusion replaces by stacked matrices: with the slot the blocks
-        stay unfused (ZFARM_FUSE=auto), and ZFARM_FUSE=on is refused. The fp8 tier's quantized layers hold no slot.
+        Merged adapters find their rows in the fused matrices, so fusion stays as ZFARM_FUSE says. The slot wraps
+        to_q/to_k/to_v and w1/w3, which fusion replaces by stacked matrices: with the slot the blocks stay unfused
+        (ZFARM_FUSE=auto), and ZFARM_FUSE=on is refused. The fp8 tier's quantized layers take no adapters.
         """
         if self.precision != "bf16":
-            log.warning("LoRA adapters render on the bf16 tier only: no adapter slot on this %s worker", self.precision)
+            log.warning("LoRA adapters render on the bf16 tier only: no adapters on this %s worker", self.precision)
             self.adapters = None
+            return fuse
+        free = torch.cuda.mem_get_info()[0] if self.device == "cuda" else None
+        # Room for the pristine copy on top of what the policy `full` itself needs (worker/memory.py).
+        needed = pristine_bytes(self.adapters.table, dtype.itemsize) + memory.FULL_MIN_FREE_GIB * 1024**3
+        self.adapters.mode = choose_mode(self.adapters.mode, self.policy, free, needed)
+        if self.adapters.mode == "merge":
             return fuse
         if self.fuse_mode == "on":
             raise RuntimeError(
-                "ZFARM_FUSE=on stacks the q/k/v and w1/w3 projections that LoRA adapters change: set ZFARM_FUSE=auto "
-                "(no fusion while adapters are on) or ZFARM_LORA_SLOT_RANK=0 (no adapters)"
+                "ZFARM_FUSE=on stacks the q/k/v and w1/w3 projections that the LoRA adapter slot wraps: set "
+                "ZFARM_LORA_MODE=merge (memory policy full), ZFARM_FUSE=auto (no fusion with the slot) or "
+                "ZFARM_LORA_SLOT_RANK=0 (no adapters)"
             )
         self.adapters.install(pipe, self.device, dtype)  # before compiling: adapter switches then compile nothing
         return False
@@ -159,7 +173,7 @@ class Runtime:
         started = time.perf_counter()
         try:
             self._warm(size)
-            if self.adapters is not None and self.compiled:
+            if self.adapters is not None and self.adapters.mode == "slot" and self.compiled:
                 with self.adapters.warming():  # the same graphs with the adapter slot on
                     self._warm(size)
         except Exception as exc:

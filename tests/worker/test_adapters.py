@@ -3,7 +3,7 @@
 What must hold: scale 0 is the base model; an adapter changes the image and the same again on a rerun; a job
 without adapters after one with them is a fresh worker's image (no leak); swapping adapters gives each job its
 fresh-worker image; the farm's image is the one diffusers' own LoRA loading makes; with compiled blocks a switch
-compiles nothing.
+compiles nothing. Each test runs in both adapter modes: merged into the weights, and the PEFT slot.
 """
 
 from __future__ import annotations
@@ -28,6 +28,11 @@ from worker.tiny_model import build_tiny_pipeline
 PROMPT = "studio photo of a ceramic mug"
 
 
+@pytest.fixture(scope="module", params=["merge", "slot"])
+def mode(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
 @pytest.fixture(scope="module")
 def farm_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     root = tmp_path_factory.mktemp("adapters")
@@ -44,9 +49,9 @@ def farm_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     return {"root": root, "storage": storage, "files": made, "sha": shas, "models": root / "models"}
 
 
-def _runtime(dirs: dict[str, Any], name: str = "w", **levers: object) -> Runtime:
+def _runtime(dirs: dict[str, Any], mode: str, name: str = "w", **levers: object) -> Runtime:
     library = AdapterLibrary(
-        AdapterFiles(dirs["storage"], dirs["root"] / f"cache-{name}", 10**9), module_table("tiny"), rank=16
+        AdapterFiles(dirs["storage"], dirs["root"] / f"cache-{name}", 10**9), module_table("tiny"), rank=16, mode=mode
     )
     rt = Runtime("tiny", None, "auto", "cpu", dirs["models"], 1536 * 1536, adapters=library, **levers)  # type: ignore[arg-type]
     rt.load()
@@ -64,7 +69,7 @@ def _render(rt: Runtime, *loras: dict[str, Any], seed: int = 3) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def fresh(farm_dirs: dict[str, Any]) -> dict[str, np.ndarray]:
+def fresh(farm_dirs: dict[str, Any], mode: str) -> dict[str, np.ndarray]:
     """Each job's image on a worker that rendered nothing before it."""
     out = {}
     for key, loras in {
@@ -73,14 +78,14 @@ def fresh(farm_dirs: dict[str, Any]) -> dict[str, np.ndarray]:
         "other": [_lora(farm_dirs, "other", 1.2)],
         "both": [_lora(farm_dirs, "brand", 0.8), _lora(farm_dirs, "other", 1.2)],
     }.items():
-        out[key] = _render(_runtime(farm_dirs, f"fresh-{key}"), *loras)
+        out[key] = _render(_runtime(farm_dirs, mode, f"fresh-{key}"), *loras)
     return out
 
 
 def test_scale_zero_is_the_base_model_and_scale_08_differs_and_repeats(
-    farm_dirs: dict[str, Any], fresh: dict[str, np.ndarray]
+    farm_dirs: dict[str, Any], fresh: dict[str, np.ndarray], mode: str
 ) -> None:
-    rt = _runtime(farm_dirs)
+    rt = _runtime(farm_dirs, mode)
     zero = _render(rt, _lora(farm_dirs, "brand", 0.0))
     styled = _render(rt, _lora(farm_dirs, "brand", 0.8))
     again = _render(rt, _lora(farm_dirs, "brand", 0.8))
@@ -90,26 +95,30 @@ def test_scale_zero_is_the_base_model_and_scale_08_differs_and_repeats(
 
 
 def test_a_job_without_adapters_after_styled_jobs_renders_the_fresh_workers_image(
-    farm_dirs: dict[str, Any], fresh: dict[str, np.ndarray]
+    farm_dirs: dict[str, Any], fresh: dict[str, np.ndarray], mode: str
 ) -> None:
-    rt = _runtime(farm_dirs)
+    rt = _runtime(farm_dirs, mode)
     _render(rt, _lora(farm_dirs, "brand", 0.8))
     _render(rt, _lora(farm_dirs, "brand", 0.8), _lora(farm_dirs, "other", 1.2))
     assert np.array_equal(_render(rt), fresh["base"])
-    assert _slot_is_off(rt)
+    assert _holds_the_base(rt)
 
 
-def _slot_is_off(rt: Runtime) -> bool:
+def _holds_the_base(rt: Runtime) -> bool:
+    """slot: every LoRA layer off; merge: no LoRA layer, and every targeted weight is the pristine copy's bytes."""
     from peft.tuners.tuners_utils import BaseTunerLayer
 
     layers = [m for m in rt.pipe.transformer.modules() if isinstance(m, BaseTunerLayer)]
-    return bool(layers) and all(layer.disable_adapters for layer in layers)
+    if rt.adapters.mode == "slot":
+        return bool(layers) and all(layer.disable_adapters for layer in layers)
+    targets = rt.adapters._merged.targets.values()
+    return not layers and all(torch.equal(t.linear.weight[t.rows], t.pristine) for t in targets)
 
 
 def test_swapping_between_adapters_on_one_worker_gives_each_job_its_fresh_worker_image(
-    farm_dirs: dict[str, Any], fresh: dict[str, np.ndarray]
+    farm_dirs: dict[str, Any], fresh: dict[str, np.ndarray], mode: str
 ) -> None:
-    rt = _runtime(farm_dirs)
+    rt = _runtime(farm_dirs, mode)
     brand, other = _lora(farm_dirs, "brand", 0.8), _lora(farm_dirs, "other", 1.2)
     for loras, key in [
         ([brand], "brand"),
@@ -124,7 +133,7 @@ def test_swapping_between_adapters_on_one_worker_gives_each_job_its_fresh_worker
     assert {item["name"] for item in rt.adapters.state()["held"]} == {"brand", "other"}
 
 
-def test_the_farms_image_is_the_one_diffusers_own_lora_loading_makes(farm_dirs: dict[str, Any]) -> None:
+def test_the_farms_image_is_the_one_diffusers_own_lora_loading_makes(farm_dirs: dict[str, Any], mode: str) -> None:
     # given: diffusers' documented path on a fresh pipeline (load_lora_weights + set_adapters with weights)
     pipe = build_tiny_pipeline()
     pipe.set_progress_bar_config(disable=True)
@@ -141,17 +150,17 @@ def test_the_farms_image_is_the_one_diffusers_own_lora_loading_makes(farm_dirs: 
             generator=torch.Generator("cpu").manual_seed(3),
             output_type="np",
         ).images[0]
-    # when: the farm's slot with both adapters (one in diffusers' format, one in Kohya's)
-    rt = _runtime(farm_dirs)
+    # when: the farm's slot (or merged weights) with both adapters (one in diffusers' format, one in Kohya's)
+    rt = _runtime(farm_dirs, mode)
     got = _render(rt, _lora(farm_dirs, "brand", 0.8), _lora(farm_dirs, "other", 1.2))
     # then: the same image, to float32 rounding (one 8-bit level at most)
     assert np.abs(got.astype(int) - np.round(expected * 255).astype(int)).max() <= 1
     assert np.abs(got.astype(int) - _render(rt).astype(int)).mean() > 5
 
 
-def test_with_compiled_blocks_switching_adapters_compiles_no_graph(farm_dirs: dict[str, Any]) -> None:
+def test_with_compiled_blocks_switching_adapters_compiles_no_graph(farm_dirs: dict[str, Any], mode: str) -> None:
     # given: regional compile (dynamo's eager backend: the same tracing and guards), warmed with the slot off and on
-    rt = _runtime(farm_dirs, "compiled", compile_mode="on", compile_backend="eager", warm_sizes=((256, 256),))
+    rt = _runtime(farm_dirs, mode, "compiled", compile_mode="on", compile_backend="eager", warm_sizes=((256, 256),))
     assert rt.compiled
     rt.warmup(256)
     warmed = acceleration.graphs_compiled()
@@ -160,8 +169,9 @@ def test_with_compiled_blocks_switching_adapters_compiles_no_graph(farm_dirs: di
     images = [_render(rt, *loras) for loras in ([brand], [other], [], [brand, other], [{**brand, "scale": 0.3}], [])]
     # then: no new graph, and the compiled images are the eager ones
     assert acceleration.graphs_compiled() == warmed
-    assert rt.adapters.switches == 4
-    eager = _runtime(farm_dirs, "eager")
+    # slot: four writes (a job without adapters turns the slot off); merge: six (the base is written back too)
+    assert rt.adapters.switches == {"slot": 4, "merge": 6}[mode]
+    eager = _runtime(farm_dirs, mode, "eager")
     assert np.abs(images[3].astype(int) - _render(eager, brand, other).astype(int)).max() <= 1
     assert np.abs(images[2].astype(int) - _render(eager).astype(int)).max() <= 1
 
