@@ -302,9 +302,10 @@ class MultiHostChaos:
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
 
-    def counts(self) -> dict[str, int]:
+    def counts(self, ids: list[str]) -> dict[str, int]:
+        # This run's jobs only: the database may hold an earlier run's.
         with self.sessions() as s:
-            return dict(s.execute(select(Job.status, func.count()).group_by(Job.status)).all())
+            return dict(s.execute(select(Job.status, func.count()).where(Job.id.in_(ids)).group_by(Job.status)).all())
 
     def stored_per_job(self) -> Counter[str]:
         """Image objects in the bucket by job id (renditions excluded)."""
@@ -355,7 +356,8 @@ def run_multi_host(args: argparse.Namespace) -> int:
         while time.monotonic() < deadline:
             with contextlib.suppress(Exception):  # the database answers again after a fault
                 with chaos.sessions() as s:
-                    done = list(s.scalars(select(Job.id).where(Job.status.in_(["succeeded", "failed", "dead"]))))
+                    ended = Job.status.in_(["succeeded", "failed", "dead"])
+                    done = list(s.scalars(select(Job.id).where(Job.id.in_(ids), ended)))
                 now = time.monotonic()
                 for job_id in done:
                     finished.setdefault(job_id, now)
@@ -385,10 +387,11 @@ def report(
     elapsed: float,
     expected_hooks: set[str],
 ) -> int:
-    counts = chaos.counts()
+    counts = chaos.counts(ids)
     with chaos.sessions() as s:
-        per_job = dict(s.execute(select(Image.job_id, func.count()).group_by(Image.job_id)).all())
-        expected = dict(s.execute(select(Job.id, Job.num_images)).all())
+        images = select(Image.job_id, func.count()).where(Image.job_id.in_(ids)).group_by(Image.job_id)
+        per_job = dict(s.execute(images).all())
+        expected = dict(s.execute(select(Job.id, Job.num_images).where(Job.id.in_(ids))).all())
     stored = chaos.stored_per_job()
     duplicated = sum(1 for j, n in per_job.items() if n > expected[j]) + sum(
         1 for j, n in stored.items() if n > expected.get(j, 0)
