@@ -231,6 +231,7 @@ class MultiHostChaos:
                 "template": "chaos {item}",
                 "rows": rows,
                 "defaults": {"width": 256, "height": 256, "steps": 4},
+                "dedup": False,  # every run renders: a database kept from an earlier run would hand its images back
                 "callback_url": f"{self.webhooks.url}/batch/{k}",
             }
             response = httpx.post(f"{self.url(replicas[k % 2])}/v1/batches", json=body, timeout=60)
