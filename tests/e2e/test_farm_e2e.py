@@ -193,4 +193,4 @@ def test_canceling_a_queued_job_means_it_never_runs(farm: LiveFarm, tmp_path: Pa
 def test_healthz_reports_database_and_broker(farm: LiveFarm) -> None:
     health = farm.api.get("/healthz")
     assert health.status_code == 200
-    assert health.json() == {"status": "ok", "database": "ok", "broker": "ok"}
+    assert health.json() == {"status": "ok", "database": "ok", "broker": "ok", "storage": "ok"}
