@@ -168,7 +168,8 @@ def test_page_picks_lora_adapters_and_their_scales_for_a_job(
     job = httpx.get(f"{farm.url}/v1/jobs/{done.get_attribute('data-id')}").json()
     assert job["loras"] == [{"name": name, "scale": 0.8, "sha256": uploaded.json()["sha256"]}]
     assert job["parameters"]["add_trigger_words"] is True
-    # the workers view says which worker holds it
+    # the workers view says which worker holds it (whether it is still "in slot" depends on the next job: with
+    # merged adapters a job without any restores the base weights, and this session's farm runs other tests' jobs)
     page.goto(farm.url + "/#/workers")
-    page.wait_for_selector(f"#workers td.adapters:has-text('{name} (in slot)')")
+    page.wait_for_selector(f"#workers td.adapters:has-text('{name}')")
     _shoot(page, screenshots_dir, "web-workers-adapters.png")
