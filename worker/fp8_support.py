@@ -34,40 +34,35 @@ def fp8_problem(device: str, capability: tuple[int, int] | None) -> str | None:
     return None
 
 
-def smi_capability() -> tuple[int, int] | None:
-    """The first visible GPU's compute capability through nvidia-smi: the worker's parent must not touch CUDA."""
+def _smi_first_gpu(query: str) -> str | None:
+    """One nvidia-smi field of the first visible GPU (None: no nvidia-smi, no answer): the worker's parent asks
+    nvidia-smi, never CUDA, so that its forked children can still start CUDA."""
     smi = shutil.which("nvidia-smi")
     if smi is None:
         return None
     first = os.environ.get("CUDA_VISIBLE_DEVICES", "0").split(",")[0].strip() or "0"
     try:
         out = subprocess.run(
-            [smi, f"--id={first}", "--query-gpu=compute_cap", "--format=csv,noheader"],
+            [smi, f"--id={first}", f"--query-gpu={query}", "--format=csv,noheader,nounits"],
             capture_output=True,
             text=True,
             timeout=20,
         ).stdout.split()
     except (subprocess.SubprocessError, OSError):
         return None
-    if not out:
+    return out[0] if out else None
+
+
+def smi_capability() -> tuple[int, int] | None:
+    """The first visible GPU's compute capability through nvidia-smi: the worker's parent must not touch CUDA."""
+    answer = _smi_first_gpu("compute_cap")
+    if answer is None:
         return None
-    major, _, minor = out[0].partition(".")
+    major, _, minor = answer.partition(".")
     return (int(major), int(minor or 0)) if major.isdigit() else None
 
 
 def smi_total_mib() -> int | None:
     """The first visible GPU's memory in MiB through nvidia-smi (None: no GPU seen), for the worker's parent."""
-    smi = shutil.which("nvidia-smi")
-    if smi is None:
-        return None
-    first = os.environ.get("CUDA_VISIBLE_DEVICES", "0").split(",")[0].strip() or "0"
-    try:
-        out = subprocess.run(
-            [smi, f"--id={first}", "--query-gpu=memory.total", "--format=csv,noheader,nounits"],
-            capture_output=True,
-            text=True,
-            timeout=20,
-        ).stdout.split()
-    except (subprocess.SubprocessError, OSError):
-        return None
-    return int(out[0]) if out and out[0].isdigit() else None
+    answer = _smi_first_gpu("memory.total")
+    return int(answer) if answer and answer.isdigit() else None
