@@ -48,13 +48,17 @@ test-tools:
 	    || echo "WARNING: could not install docker-compose: compose.yaml is checked structurally only"; \
 	fi
 
+# Test processes: the e2e tests mostly wait for worker processes, so three share two cores well
+# (tests/conftest.py keeps each module, and each package with a shared farm, in one process).
+TEST_PROCESSES ?= 3
+
 test: install test-tools
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python scripts/generate_sync_client.py        # the sync client, from the async source
 	$(BIN)/lint-imports                                  # the package graph (pyproject: [tool.importlinter])
 	$(BIN)/mypy                                          # types; strict on the lifecycle, client and kernel
-	$(BIN)/python -m pytest -q -ra
+	$(BIN)/python -m pytest -q -ra -n $(TEST_PROCESSES) --dist loadgroup
 
 # The sync client (zfarm/client/_sync/client.py, not in git) is generated from the async source.
 client: install

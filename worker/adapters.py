@@ -245,7 +245,10 @@ class AdapterLibrary:
         sha = str(lora["sha256"])
         if sha in self._held:
             self._held.move_to_end(sha)
-            return self._held[sha][1]
+            weights = self._held[sha][1]
+            # Shown under the name the latest job used: one file may be uploaded under two names (or by two tenants).
+            self._held[sha] = (str(lora["name"]), weights)
+            return weights
         weights = read_weights(self.files.path(sha), self.table, self.device, self.dtype)
         self._held[sha] = (str(lora["name"]), weights)
         while len(self._held) > self.device_cache:

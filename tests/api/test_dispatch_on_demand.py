@@ -106,6 +106,28 @@ def test_a_worker_taking_a_bulk_id_makes_the_dispatcher_refill_within_a_second(f
     assert not thread.is_alive()
 
 
+def test_a_rings_round_waits_until_the_queue_is_half_empty_then_fills_it(farm: Farm) -> None:
+    sessions, dispatcher, r = farm
+    dispatcher.depth = 6
+    with sessions() as s:
+        _batch(s, 20)
+    bulk = dispatcher.queue
+    # given: the queue filled to its depth
+    assert dispatcher.top_up() == 6 and r.llen(bulk) == 6
+    # when: workers take ids and ring, while more than half the depth is still queued
+    for left in (5, 4):
+        _take(r, bulk)
+        # then: the ring's round sends nothing (fewer, larger rounds: each costs the dispatcher its SQL reading)
+        assert dispatcher.top_up(thorough=False) == 0
+        assert r.llen(bulk) == left
+    # at half the depth the ring's round fills the queue again
+    _take(r, bulk)
+    assert dispatcher.top_up(thorough=False) == 3 and r.llen(bulk) == 6
+    # the timer's round is never skipped: it tops up whatever is missing
+    _take(r, bulk)
+    assert dispatcher.top_up() == 1 and r.llen(bulk) == 6
+
+
 def test_rings_that_arrive_during_a_round_wait_for_the_next_call(redis_url: str) -> None:
     r = redis.Redis.from_url(redis_url)
     queue = f"zfarm-test-ring-{uuid.uuid4().hex[:8]}"

@@ -133,6 +133,17 @@ def test_swapping_between_adapters_on_one_worker_gives_each_job_its_fresh_worker
     assert {item["name"] for item in rt.adapters.state()["held"]} == {"brand", "other"}
 
 
+def test_one_file_uploaded_under_a_second_name_is_shown_under_the_name_its_latest_job_used(
+    farm_dirs: dict[str, Any], mode: str
+) -> None:
+    rt = _runtime(farm_dirs, mode)
+    _render(rt, _lora(farm_dirs, "brand", 0.8))
+    _render(rt, {**_lora(farm_dirs, "brand", 0.5), "name": "brand-copy"})  # the same bytes, another name
+    assert [(item["name"], item["sha256"]) for item in rt.adapters.state()["held"]] == [
+        ("brand-copy", farm_dirs["sha"]["brand"])
+    ]
+
+
 def test_the_farms_image_is_the_one_diffusers_own_lora_loading_makes(farm_dirs: dict[str, Any], mode: str) -> None:
     # given: diffusers' documented path on a fresh pipeline (load_lora_weights + set_adapters with weights)
     pipe = build_tiny_pipeline()

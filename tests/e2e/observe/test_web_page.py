@@ -9,6 +9,7 @@ import httpx
 import pytest
 
 from tests.e2e.observe.farm import ObservedFarm
+from tests.farm_helpers import wait_for
 
 pytestmark = pytest.mark.e2e
 # 768x768 on the tiny model: the steps take ~0.4 s and the decode ~1.2 s after them, so the page shows the
@@ -168,8 +169,20 @@ def test_page_picks_lora_adapters_and_their_scales_for_a_job(
     job = httpx.get(f"{farm.url}/v1/jobs/{done.get_attribute('data-id')}").json()
     assert job["loras"] == [{"name": name, "scale": 0.8, "sha256": uploaded.json()["sha256"]}]
     assert job["parameters"]["add_trigger_words"] is True
+
     # the workers view says which worker holds it (whether it is still "in slot" depends on the next job: with
     # merged adapters a job without any restores the base weights, and this session's farm runs other tests' jobs)
+    # The API first, so that a failure says whether the worker's row or the page is wrong (the row is written
+    # at the switch and again by each heartbeat).
+    def held() -> list[str]:
+        rows = httpx.get(f"{farm.url}/v1/workers").json()["workers"]
+        return [a["name"] for w in rows for a in w["adapters"] or []]
+
+    try:
+        wait_for(lambda: name in held(), 60, f"a worker row listing {name}")
+    except AssertionError as exc:
+        log = (farm.data_dir / "worker.log").read_text(errors="replace")[-4000:]
+        raise AssertionError(f"{exc}; rows hold {held()}; worker log tail:\n{log}") from None
     page.goto(farm.url + "/#/workers")
-    page.wait_for_selector(f"#workers td.adapters:has-text('{name}')")
+    page.wait_for_selector(f"#workers td.adapters:has-text('{name}')", timeout=60_000)
     _shoot(page, screenshots_dir, "web-workers-adapters.png")
