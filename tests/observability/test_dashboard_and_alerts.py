@@ -76,7 +76,7 @@ def test_every_metric_in_the_dashboard_and_the_alerts_is_exported(tmp_path: Path
 def test_alerts_cover_what_an_operator_is_woken_for() -> None:
     rules = {r["alert"]: r for group in yaml.safe_load(ALERTS.read_text())["groups"] for r in group["rules"]}
     for alert in ("ZfarmInteractiveBacklogOld", "ZfarmDeadJobs", "ZfarmWorkerFailed", "ZfarmWorkersOffline",
-                  "ZfarmWebhookFailures", "ZfarmNoLiveWorker"):  # fmt: skip
+                  "ZfarmWebhookFailures", "ZfarmNoLiveWorker", "ZfarmNoControlLeader"):  # fmt: skip
         assert alert in rules and rules[alert]["annotations"]["summary"], alert
 
 
