@@ -132,15 +132,3 @@ def sessions(database_url: str) -> Iterator[sessionmaker[Session]]:
     yield make_session_factory(engine)
     engine.dispose()
 
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """`make test` spreads the suite over processes (pytest-xdist, `--dist loadgroup`). A module's tests stay in
-    one process so its module-scoped farm starts once; the observability package and the storage tests share a
-    farm or an S3 server per package, so each package is one group too."""
-    tests_dir = Path(__file__).parent
-    shared = {tests_dir / "e2e" / "observe": "observe", tests_dir / "storage": "storage"}
-    for item in items:
-        if item.get_closest_marker("xdist_group"):
-            continue
-        group = next((name for folder, name in shared.items() if folder in item.path.parents), None)
-        item.add_marker(pytest.mark.xdist_group(group or str(item.path.relative_to(tests_dir))))

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import uuid
 from pathlib import Path
 
@@ -13,7 +15,8 @@ from api.app import create_app
 from core.settings import DEFAULT_MODEL, FarmSettings
 from migrations.runner import upgrade
 from models import make_engine, make_session_factory
-from tests.farm_helpers import start_worker, stop_process_group, wait_for, wait_ready
+from tests.farm_helpers import REPO, start_worker, stop_process_group, wait_for, wait_ready, worker_env
+from worker.start_failure import START_FAILED_EXIT
 
 pytestmark = pytest.mark.e2e
 
@@ -64,3 +67,17 @@ def test_worker_without_weights_reports_failed_with_the_reason_and_exits_non_zer
         assert api.get(f"/v1/jobs/{job_id}").json()["waiting_for"] is None
         states = {w["name"]: w["state"] for w in api.get("/v1/workers").json()["workers"]}
         assert states[name] == "failed"
+
+
+def test_a_worker_refused_before_it_forks_exits_with_the_start_failure_code(tmp_path: Path) -> None:
+    # given: a worker asked for the FP8 tier on a machine without a card that has it
+    env = worker_env(f"sqlite:///{tmp_path / 'zfarm.db'}", tmp_path, "fp8@localhost", ZFARM_PRECISION="fp8")
+    # when
+    refused = subprocess.run(
+        [sys.executable, "-m", "zfarm.cli", "worker"], env=env, cwd=REPO, capture_output=True, text=True, timeout=120
+    )
+    # then: one line, and the code `zfarm up` reads as "cannot start, do not restart" (it restarted it before)
+    assert refused.returncode == START_FAILED_EXIT, refused.stderr[-2000:]
+    last = refused.stderr.strip().splitlines()[-1]
+    assert last.startswith("Error: worker fp8@localhost refuses to start: "), last
+    assert "Traceback" not in refused.stderr

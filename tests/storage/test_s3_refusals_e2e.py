@@ -18,6 +18,7 @@ import httpx
 import pytest
 
 from tests.farm_helpers import REPO, live_farm, wait_for, worker_env
+from worker.start_failure import START_FAILED_EXIT
 from zfarm.launcher.redis_server import free_port
 
 pytestmark = pytest.mark.e2e
@@ -100,7 +101,7 @@ def test_revoked_credentials_fail_the_job_with_the_reason_and_stop_a_new_worker(
     late = subprocess.run(
         [sys.executable, "-m", "zfarm.cli", "worker"], env=env, cwd=REPO, capture_output=True, text=True, timeout=120
     )
-    assert late.returncode == 1
+    assert late.returncode == START_FAILED_EXIT  # `zfarm up` reports it and stops; it does not restart it
     assert late.stderr.strip().splitlines()[-1] == (
         f"Error: worker late@localhost cannot start: storage {url} at {iam_moto} cannot be used: access refused with "
         "these credentials (403 (HTTP 403): Forbidden)"

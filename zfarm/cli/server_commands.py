@@ -15,6 +15,7 @@ from core import data_layout
 from core.capability import takes_large, worker_max_pixels
 from core.queues import worker_queue_order
 from core.settings import get_settings
+from worker.start_failure import START_FAILED_EXIT
 
 
 @click.command()
@@ -68,6 +69,13 @@ def api() -> None:
     serve(app, s)  # uvicorn with deadlines for slow clients
 
 
+class _StartRefused(click.ClickException):
+    """One line, and the exit code of a worker that cannot start: `zfarm up` reports it and stops instead of
+    restarting it into the same refusal (zfarm/launcher/embedded.py)."""
+
+    exit_code = START_FAILED_EXIT
+
+
 @click.command()
 @click.option("--name", default=None, help="Worker name, e.g. gpu0@host (default: ZFARM_WORKER_NAME or cpu0@host).")
 @click.option("--loglevel", default="INFO", show_default=True)
@@ -93,11 +101,11 @@ def worker(name: str | None, loglevel: str) -> None:
     start_failure.failure_note = note  # the pool child, forked from here, writes why it could not start
 
     if s.precision == "fp8" and (problem := fp8_problem(s.device, None if s.device == "cpu" else smi_capability())):
-        raise click.ClickException(f"worker {name} refuses to start: {problem}")  # never a silent bf16 fallback
+        raise _StartRefused(f"worker {name} refuses to start: {problem}")  # never a silent bf16 fallback
     try:
         storage = open_storage(s)  # the bucket answers, exists and takes these credentials: checked before any job
     except StorageUnavailable as exc:
-        raise click.ClickException(f"worker {name} cannot start: {exc}") from exc
+        raise _StartRefused(f"worker {name} cannot start: {exc}") from exc
     # What this card takes decides which queues it reads; the child records the same figure in its row.
     max_pixels = worker_max_pixels(s, None if s.device == "cpu" else smi_total_mib())
     os.environ["ZFARM_WORKER_MAX_PIXELS"] = str(max_pixels)
@@ -132,7 +140,7 @@ def worker(name: str | None, loglevel: str) -> None:
     if reason:
         # Celery routed sys.stderr into its logger while it ran; the line goes to the real stderr, last.
         click.echo(f"zfarm worker {name} failed: {reason}", file=sys.__stderr__)
-        sys.exit(start_failure.START_FAILED_EXIT)  # `zfarm up` reports it and does not restart it
+        sys.exit(START_FAILED_EXIT)  # `zfarm up` reports it and does not restart it
 
 
 @click.command()
