@@ -86,6 +86,8 @@ def test_jobs_through_the_client(client: Any, farm: ObservedFarm, tmp_path: Path
 
 
 def test_batches_through_the_client(client: Any, tmp_path: Path) -> None:
+    # a saved template (saved again here: saving replaces one of the same name, and no test relies on another's)
+    client.save_template("apron", template="studio photo of a {material} apron")
     # rows in memory, followed to the end, exported three ways
     created = client.create_batch(
         [{"sku": "A1", "material": "linen"}, {"sku": "A2", "material": "denim"}],
