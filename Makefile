@@ -48,18 +48,13 @@ test-tools:
 	    || echo "WARNING: could not install docker-compose: compose.yaml is checked structurally only"; \
 	fi
 
-# Test processes (pytest-xdist): each test file runs whole in one process, so a module's farm starts once.
-# (`--dist loadgroup` would keep a package's shared farm in one process too, but xdist 3.8 cannot mark groups
-# under pytest 9.2: it writes a test-id attribute that pytest no longer reads.)
-TEST_PROCESSES ?= 3
-
 test: install test-tools
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python scripts/generate_sync_client.py        # the sync client, from the async source
 	$(BIN)/lint-imports                                  # the package graph (pyproject: [tool.importlinter])
 	$(BIN)/mypy                                          # types; strict on the lifecycle, client and kernel
-	$(BIN)/python -m pytest -q -ra -n $(TEST_PROCESSES) --dist loadfile
+	$(BIN)/python -m pytest -q -ra
 
 # The sync client (zfarm/client/_sync/client.py, not in git) is generated from the async source.
 client: install
