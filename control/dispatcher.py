@@ -119,11 +119,7 @@ class Dispatcher:
             with self.sessions() as s:
                 workers = affinity.workers(s)
                 # Messages without a priority sit in the plain list; the farm never sets one.
-                waiting = (
-                    int(cast(int, self.redis.llen(queue)))
-                    + int(cast(int, self.redis.llen(large)))
-                    + affinity.waiting(workers)
-                )
+                waiting = self._shared_depth(queue, large) + affinity.waiting(workers)
                 self._targets[precision] = target = self.target_depth(precision, workers)
                 missing = target - waiting
                 if missing <= 0:
@@ -142,10 +138,11 @@ class Dispatcher:
         job on a 2-core box; refilling from half full sends several ids a round and leaves each worker one to take.
         Two Redis lengths, no SQL; the timer's rounds always run (they see new workers and drain gone ones)."""
         target = self._targets.get(precision, 0)
-        if target <= 0:
-            return False
-        ready = int(cast(int, self.redis.llen(queue))) + int(cast(int, self.redis.llen(large)))
-        return ready * 2 > target
+        return target > 0 and self._shared_depth(queue, large) * 2 > target
+
+    def _shared_depth(self, queue: str, large: str) -> int:
+        """Ids waiting in a tier's shared bulk queues (plain and large images), not yet taken by a worker."""
+        return int(cast(int, self.redis.llen(queue))) + int(cast(int, self.redis.llen(large)))
 
     def target_depth(self, precision: str = DEFAULT_PRECISION, workers: TierWorkers | None = None) -> int:
         if self.depth is not None:
